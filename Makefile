@@ -1,0 +1,47 @@
+# Fresh machine: `make run` or `make test`. Both create .venv when missing.
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run web test lint pytest bench soak clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch first and pinned: a bare `torch` requirement pulls a multi-GB CUDA build.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m bot $(if $(wildcard config.toml),--config config.toml,)
+
+web: $(STAMP)
+	$(BIN)/python -m web $(if $(wildcard config.toml),--config config.toml,)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy engine
+
+# The browser test drives Debian's chromium (Playwright's own browser download does not work here).
+/usr/bin/chromium:
+	apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+
+pytest: $(STAMP) /usr/bin/chromium
+	$(BIN)/python -m pytest -q
+
+test: lint pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+soak: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow --timeout 3600
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,91 @@
+"""imagine's engine: requests, queue, limits, moderation, pipeline, store and config."""
+
+from engine.bridge import EngineBridge
+from engine.config import BUILTIN_DEMO, BUILTIN_TINY, SD21, Settings
+from engine.config import load as load_settings
+from engine.config import try_reload as reload_settings
+from engine.engine import Engine, EngineStatus, JobView, upscale_size
+from engine.errors import (
+    Banned,
+    Blocked,
+    BudgetExceeded,
+    ConfigError,
+    EngineError,
+    Forbidden,
+    GenerationFailed,
+    InvalidRequest,
+    ModelUnavailable,
+    NotFound,
+    OutOfMemory,
+    QueueFull,
+    QuotaExceeded,
+    RateLimited,
+    ShuttingDown,
+)
+from engine.events import TERMINAL, Cancelled, Event, Failed, Finished, Progress, Queued, Started
+from engine.pngmeta import Parameters, read_parameters
+from engine.request import (
+    ASPECTS,
+    SCHEDULERS,
+    SEED_MAX,
+    GenerationRequest,
+    Kind,
+    Requester,
+    aspect_size,
+    normalise_text,
+)
+from engine.store import AuditEntry, Ban, ImageQuery, ImageRecord, JobRecord, Store, StoreError
+
+__all__ = [
+    "ASPECTS",
+    "BUILTIN_DEMO",
+    "BUILTIN_TINY",
+    "SCHEDULERS",
+    "SD21",
+    "SEED_MAX",
+    "TERMINAL",
+    "AuditEntry",
+    "Ban",
+    "Banned",
+    "Blocked",
+    "BudgetExceeded",
+    "Cancelled",
+    "ConfigError",
+    "Engine",
+    "EngineBridge",
+    "EngineError",
+    "EngineStatus",
+    "Event",
+    "Failed",
+    "Finished",
+    "Forbidden",
+    "GenerationFailed",
+    "GenerationRequest",
+    "ImageQuery",
+    "ImageRecord",
+    "InvalidRequest",
+    "JobRecord",
+    "JobView",
+    "Kind",
+    "ModelUnavailable",
+    "NotFound",
+    "OutOfMemory",
+    "Parameters",
+    "Progress",
+    "Queued",
+    "QueueFull",
+    "QuotaExceeded",
+    "RateLimited",
+    "Requester",
+    "Settings",
+    "ShuttingDown",
+    "Started",
+    "Store",
+    "StoreError",
+    "aspect_size",
+    "load_settings",
+    "normalise_text",
+    "read_parameters",
+    "reload_settings",
+    "upscale_size",
+]

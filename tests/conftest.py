@@ -1,0 +1,101 @@
+"""Shared fixtures: a tiny SD-2-shaped model built offline, settings, engines, requests."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from engine import Engine, GenerationRequest, Requester, Settings, Store
+from engine.config import from_mapping
+
+# Two threads on a busy 2-core machine made the tiny model 5–250× slower.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build the tiny random SD-2-shaped pipeline once per test session."""
+    from engine import tinymodel
+
+    return tinymodel.build(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture
+def make_settings(tiny_model_dir: Path, tmp_path: Path) -> Callable[..., Settings]:
+    """Return a factory: sections as keyword dicts override the test defaults."""
+
+    def make(env: dict[str, str] | None = None, **sections: dict[str, Any]) -> Settings:
+        raw: dict[str, dict[str, Any]] = {
+            "engine": {"model": str(tiny_model_dir), "data_dir": str(tmp_path / "data")},
+            "limits": {"max_per_user": 50, "default_steps": 4},
+        }
+        for name, values in sections.items():
+            raw.setdefault(name, {}).update(values)
+        return from_mapping(raw, env or {})
+
+    return make
+
+
+@pytest.fixture
+def make_request() -> Callable[..., GenerationRequest]:
+    """Return a factory of small, fast requests."""
+
+    def make(prompt: str = "a red fox", **overrides: Any) -> GenerationRequest:
+        values: dict[str, Any] = {"steps": 4, "seed": 7}
+        values.update(overrides)
+        return GenerationRequest(prompt=prompt, **values)
+
+    return make
+
+
+@pytest.fixture
+def make_requester() -> Callable[..., Requester]:
+    """Return a factory of requesters (web user 'alice' by default)."""
+
+    def make(user_id: str = "alice", **overrides: Any) -> Requester:
+        values: dict[str, Any] = {"source": "web", "name": user_id}
+        values.update(overrides)
+        return Requester(user_id=user_id, **values)
+
+    return make
+
+
+@pytest.fixture
+async def make_engine(
+    make_settings: Callable[..., Settings],
+) -> AsyncIterator[Callable[..., Any]]:
+    """Return an async factory of started engines; all are closed after the test."""
+    engines: list[Engine] = []
+
+    async def make(settings: Settings | None = None, **sections: dict[str, Any]) -> Engine:
+        settings = settings or make_settings(**sections)
+        engine = Engine(settings, Store(settings.engine.data_dir))
+        await engine.start()
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        await asyncio.wait_for(engine.close(grace_s=5), 60)
+
+
+async def wait_done(engine: Engine, job_id: str, timeout_s: float = 60) -> Any:
+    """Follow a job to its end; return the last event."""
+
+    async def follow() -> Any:
+        last = None
+        async for event in engine.events(job_id):
+            last = event
+        return last
+
+    return await asyncio.wait_for(follow(), timeout_s)

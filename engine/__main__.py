@@ -1,0 +1,125 @@
+"""Command line: `python -m engine generate PROMPT ...` and `python -m engine check-config PATH`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from tqdm import tqdm
+
+from engine import config as config_mod
+from engine.engine import Engine
+from engine.errors import ConfigError, EngineError, ModelUnavailable
+from engine.events import Failed, Finished, Progress
+from engine.request import GenerationRequest, Requester
+from engine.store import Store
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the engine command line; return the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "check-config":
+            return _check_config(args.path)
+        return asyncio.run(_generate(args))
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
+    except ModelUnavailable as error:
+        print(f"model unavailable: {error}", file=sys.stderr)
+        return 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    generate = commands.add_parser("generate", help="generate images from a prompt")
+    generate.add_argument("prompt")
+    generate.add_argument("--out", required=True, help="output PNG (several: -1, -2 suffixes)")
+    generate.add_argument("--seed", type=int)
+    generate.add_argument("--steps", type=int)
+    generate.add_argument("--guidance", type=float)
+    generate.add_argument("--negative", default="")
+    generate.add_argument("--width", type=int)
+    generate.add_argument("--height", type=int)
+    generate.add_argument("--count", type=int)
+    generate.add_argument("--scheduler")
+    generate.add_argument("--config", help="config.toml (default: offline defaults)")
+    generate.add_argument("--model", help="model folder, hub id or .safetensors file")
+    check = commands.add_parser("check-config", help="validate a config file")
+    check.add_argument("path")
+    return parser
+
+
+def _check_config(path: str) -> int:
+    settings = config_mod.load(path)
+    print(f"{path}: ok (model {settings.engine.model}, data in {settings.engine.data_dir})")
+    return 0
+
+
+async def _generate(args: argparse.Namespace) -> int:
+    settings = config_mod.load(args.config)
+    scratch = tempfile.mkdtemp(prefix="imagine-cli-")
+    engine_settings = dataclasses.replace(settings.engine, data_dir=scratch)
+    if args.model:
+        engine_settings = dataclasses.replace(engine_settings, model=args.model)
+    settings = dataclasses.replace(settings, engine=engine_settings)
+    engine = Engine(settings, Store(scratch))
+    try:
+        await engine.start()
+        return await _run_one(engine, args)
+    except EngineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        await engine.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+async def _run_one(engine: Engine, args: argparse.Namespace) -> int:
+    request = GenerationRequest(
+        prompt=args.prompt,
+        negative_prompt=args.negative,
+        width=args.width,
+        height=args.height,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+        count=args.count,
+        scheduler=args.scheduler,
+    )
+    job = await engine.submit(request, Requester(source="cli", user_id="local", name="cli"))
+    bar = tqdm(total=job.request.steps, unit="step", desc="generating")
+    async for event in engine.events(job.id):
+        if isinstance(event, Progress):
+            bar.total = event.total
+            bar.n = event.step
+            bar.refresh()
+        elif isinstance(event, Failed):
+            bar.close()
+            print(f"failed: {event.reason}", file=sys.stderr)
+            return 1
+        elif isinstance(event, Finished):
+            bar.close()
+            _copy_out(engine, event, Path(args.out))
+    return 0
+
+
+def _copy_out(engine: Engine, event: Finished, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for index, image in enumerate(event.images):
+        target = out if len(event.images) == 1 else out.with_stem(f"{out.stem}-{index + 1}")
+        shutil.copyfile(engine.store.image_path(image.file_name), target)
+        print(f"{target} (seed {image.seed}, {image.width}×{image.height}, {image.model})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -201,7 +201,7 @@ def from_mapping(raw: dict[str, Any], env: typing.Mapping[str, str]) -> Settings
     }
     _reject_unknown(raw, sections, "")
     built: dict[str, Any] = {}
-    for name, fld in sections.items():
+    for name in sections:
         value = raw.get(name, {})
         if not isinstance(value, dict):
             raise ConfigError(name, f"expected a table [{name}], got {_kind(value)}")
@@ -246,7 +246,7 @@ def _convert(hint: Any, fld: dataclasses.Field[Any], value: Any, key: str) -> An
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        inner = [a for a in args if a is not type(None)][0]
+        inner = next(a for a in args if a is not type(None))
         return _convert(inner, fld, value, key)
     if origin is tuple:
         if not isinstance(value, list) or not all(isinstance(v, str | int) for v in value):

@@ -932,7 +932,8 @@ def upscale_size(width: int, height: int, limits: Any) -> tuple[int, int]:
     if new_width <= width or new_height <= height:
         raise InvalidRequest(
             "source_image_id",
-            f"already at the largest size allowed ({limits.max_size_px} px, {limits.max_pixels} pixels)",
+            f"already at the largest size allowed ({limits.max_size_px} px, "
+            f"{limits.max_pixels} pixels)",
         )
     return new_width, new_height
 

@@ -1,4 +1,4 @@
-"""Events a job goes through, in order: Queued → Started → Progress… → Finished | Failed | Cancelled."""
+"""Events of a job, in order: Queued → Started → Progress… → Finished | Failed | Cancelled."""
 
 from __future__ import annotations
 

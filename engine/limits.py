@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 from engine.config import LimitOverride, LimitSettings
 from engine.request import Requester
 
 # For each override key, which of two values is the more generous one.
-_MORE_GENEROUS = {
+_MORE_GENEROUS: dict[str, Callable[[Any, Any], Any]] = {
     "max_per_user": max,
     "cooldown_s": min,
     "daily_quota": lambda a, b: 0 if 0 in (a, b) else max(a, b),
@@ -24,11 +26,11 @@ def effective(limits: LimitSettings, requester: Requester) -> LimitSettings:
     The guild override replaces base values; then, among the requester's roles that have an
     override, the most generous value of each key wins (a quota of 0 means unlimited).
     """
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}
     guild = limits.guilds.get(requester.guild_id or "")
     if guild is not None:
         values.update(_set_fields(guild))
-    role_values: dict[str, object] = {}
+    role_values: dict[str, Any] = {}
     for role_id in requester.role_ids:
         override = limits.roles.get(role_id)
         if override is None:
@@ -40,7 +42,7 @@ def effective(limits: LimitSettings, requester: Requester) -> LimitSettings:
     return dataclasses.replace(limits, **values) if values else limits
 
 
-def _set_fields(override: LimitOverride) -> dict[str, object]:
+def _set_fields(override: LimitOverride) -> dict[str, Any]:
     return {
         f.name: getattr(override, f.name)
         for f in dataclasses.fields(override)

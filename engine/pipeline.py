@@ -120,8 +120,8 @@ class Pipeline:
         self.dtype = torch.float32
         self.is_builtin_noise = False
         self.is_demo = False
-        self._txt2img: StableDiffusionPipeline | None = None
-        self._img2img: StableDiffusionImg2ImgPipeline | None = None
+        self._txt2img: Any = None  # diffusers' lazy modules defeat static typing
+        self._img2img: Any = None
         self._safety: tuple[Any, Any] | None = None
         self._is_memory_saving = False
 
@@ -170,7 +170,7 @@ class Pipeline:
             return str(folder)
         return model
 
-    def _from_source(self, source: str) -> StableDiffusionPipeline:
+    def _from_source(self, source: str) -> Any:
         path = Path(source).expanduser()
         common: dict[str, Any] = {"dtype": self.dtype, "safety_checker": None}
         common["requires_safety_checker"] = False
@@ -202,7 +202,7 @@ class Pipeline:
         except (OSError, ValueError) as error:
             raise ModelUnavailable(source, _first_line(error), _hub_hint(source)) from error
 
-    def _place(self, pipe: StableDiffusionPipeline) -> None:
+    def _place(self, pipe: Any) -> None:
         settings = self.settings
         if settings.cpu_offload and self.device.startswith("cuda"):
             pipe.enable_model_cpu_offload()
@@ -215,7 +215,7 @@ class Pipeline:
         if settings.channels_last:
             pipe.unet.to(memory_format=torch.channels_last)
         if settings.compile:
-            pipe.unet = torch.compile(pipe.unet)  # type: ignore[assignment]
+            pipe.unet = torch.compile(pipe.unet)
 
     def _load_safety_checker(self, source: str) -> tuple[Any, Any]:
         from diffusers.pipelines.stable_diffusion.safety_checker import (
@@ -224,7 +224,7 @@ class Pipeline:
         from transformers import CLIPImageProcessor
 
         try:
-            checker = StableDiffusionSafetyChecker.from_pretrained(
+            checker: Any = StableDiffusionSafetyChecker.from_pretrained(
                 source, use_safetensors=True, local_files_only=self.settings.offline
             )
             try:
@@ -255,7 +255,7 @@ class Pipeline:
         """Return how many CLIP tokens a prompt takes (77 is the most the encoder sees)."""
         return len(self._pipe().tokenizer(text, truncation=False).input_ids)
 
-    def _pipe(self) -> StableDiffusionPipeline:
+    def _pipe(self) -> Any:
         if self._txt2img is None:
             raise RuntimeError("pipeline not loaded")
         return self._txt2img

@@ -480,7 +480,8 @@ class Store:
     def undelivered(self, source: str) -> list[JobRecord]:
         """Return finished jobs of one frontend that were not delivered yet."""
         rows = self._conn().execute(
-            "SELECT * FROM jobs WHERE delivered_at IS NULL AND state IN ('done','failed','cancelled')"
+            "SELECT * FROM jobs WHERE delivered_at IS NULL"
+            " AND state IN ('done', 'failed', 'cancelled')"
             " AND requester_key LIKE ? ORDER BY seq",
             (source + ":%",),
         )

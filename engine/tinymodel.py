@@ -8,6 +8,7 @@ through exactly the code path SD 2.1 does. Its images are noise. Called only by 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
@@ -90,7 +91,7 @@ def build(folder: Path, seed: int = 0) -> Path:
         steps_offset=1,
         prediction_type="v_prediction",
     )
-    pipe = StableDiffusionPipeline(
+    pipe: Any = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,

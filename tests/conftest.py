@@ -99,3 +99,13 @@ async def wait_done(engine: Engine, job_id: str, timeout_s: float = 60) -> Any:
         return last
 
     return await asyncio.wait_for(follow(), timeout_s)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests marked `gpu` where CUDA is not available."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

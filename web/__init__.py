@@ -1,0 +1,5 @@
+"""imagine's web gallery and JSON API."""
+
+from web.app import create_app
+
+__all__ = ["create_app"]

@@ -1,0 +1,126 @@
+"""The JSON API under /api/v1/ and its OpenAPI document."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from engine import ImageRecord, InvalidRequest, JobView
+from web.context import ctx
+from web.fields import from_json
+from web.gallery import fetch, query_from
+from web.generate import job_or_404
+from web.images import visible_image
+from web.openapi import document
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+MAX_LIMIT = 100
+_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+
+
+def image_json(image: ImageRecord) -> dict[str, Any]:
+    """Return every setting of an image and where to fetch it."""
+    return {
+        "id": image.id,
+        "job_id": image.job_id,
+        "prompt": image.prompt,
+        "negative_prompt": image.negative_prompt,
+        "seed": image.seed,
+        "steps": image.steps,
+        "guidance": image.guidance,
+        "width": image.width,
+        "height": image.height,
+        "scheduler": image.scheduler,
+        "model": image.model,
+        "kind": image.kind,
+        "parent_image_id": image.parent_image_id,
+        "source": image.source,
+        "author_id": image.author_id,
+        "author_name": image.author_name,
+        "seconds": image.seconds,
+        "created_at": image.created_at,
+        "is_nsfw": image.is_nsfw_channel or image.is_flagged,
+        "favourites": image.favourites,
+        "message_url": image.message_url,
+        "file_url": f"/files/{image.id}.png",
+        "download_url": f"/images/{image.id}/download",
+        "page_url": f"/images/{image.id}",
+    }
+
+
+def job_json(job: JobView) -> dict[str, Any]:
+    """Return a job's state as the API shows it."""
+    return {
+        "job_id": job.id,
+        "state": job.state,
+        "position": job.position,
+        "eta_s": job.eta_s,
+        "progress": {"step": job.step, "total": job.total},
+        "error": job.error,
+        "image_ids": list(job.image_ids),
+        "images": [f"/api/v1/images/{i}" for i in job.image_ids],
+        "created_at": job.created_at,
+        "seconds": job.seconds,
+        "page_url": f"/jobs/{job.id}",
+    }
+
+
+@bp.post("/generations")
+def create_generation() -> tuple[Response, int]:
+    """Queue a generation from a JSON body; answer 202 with the job id at once."""
+    context = ctx()
+    context.access.require_generate()
+    if not request.is_json:
+        raise InvalidRequest("body", "expected Content-Type: application/json")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise InvalidRequest("body", "expected a JSON object")
+    job_request = from_json(body)
+    requester = context.access.requester()
+    key = request.headers.get("Idempotency-Key") or (
+        body.get("idempotency_key") if isinstance(body, dict) else None
+    )
+    if key is not None and (not isinstance(key, str) or not _KEY.fullmatch(key)):
+        raise InvalidRequest("idempotency_key", "expected 1–100 letters, digits or ._:-")
+    scoped = f"{requester.key}:api:{key}" if key else None
+    job = context.bridge.submit(job_request, requester, {"web": "api"}, scoped)
+    response = jsonify(job_json(job))
+    response.headers["Location"] = f"/api/v1/jobs/{job.id}"
+    return response, 202
+
+
+@bp.get("/jobs/<job_id>")
+def get_job(job_id: str) -> Response:
+    """Return a job's state, position, progress, error and image ids."""
+    return jsonify(job_json(job_or_404(job_id)))
+
+
+@bp.get("/images")
+def list_images() -> Response:
+    """Return a page of images, newest first, with the cursor of the next page."""
+    context = ctx()
+    context.access.require_browse()
+    limit_text = request.args.get("limit", "")
+    limit = context.settings.web.page_size
+    if limit_text:
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
+            raise InvalidRequest("limit", f"expected 1–{MAX_LIMIT}")
+        limit = int(limit_text)
+    page = fetch(query_from(request.args, context, limit), context)
+    cursor = None if page.next_cursor is None else str(page.next_cursor)
+    return jsonify({"images": [image_json(i) for i in page.images], "next_cursor": cursor})
+
+
+@bp.get("/images/<image_id>")
+def get_image(image_id: str) -> Response:
+    """Return one image's settings and URLs."""
+    return jsonify(image_json(visible_image(image_id)))
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    """Return the OpenAPI 3.1 document of this API."""
+    return jsonify(document(ctx().settings))

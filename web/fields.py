@@ -1,0 +1,103 @@
+"""Turn form fields and JSON bodies into a GenerationRequest; range checks stay in the engine."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from engine import GenerationRequest, ImageRecord, InvalidRequest, Kind
+
+TEXT_FIELDS = ("prompt", "negative_prompt", "scheduler", "aspect")
+INT_FIELDS = ("width", "height", "steps", "seed", "count")
+FLOAT_FIELDS = ("guidance",)
+API_FIELDS = (*TEXT_FIELDS, *INT_FIELDS, *FLOAT_FIELDS, "kind", "source_image_id")
+
+
+def from_form(form: Mapping[str, str]) -> GenerationRequest:
+    """Build a request from form text; an empty field means the default."""
+    values: dict[str, Any] = {"prompt": form.get("prompt", "")}
+    for name in TEXT_FIELDS[1:]:
+        text = form.get(name, "").strip() if name != "negative_prompt" else form.get(name, "")
+        values[name] = text or (None if name != "negative_prompt" else "")
+    for name in INT_FIELDS:
+        values[name] = _number(form.get(name, ""), name, int)
+    for name in FLOAT_FIELDS:
+        values[name] = _number(form.get(name, ""), name, float)
+    if values["width"] is not None or values["height"] is not None:
+        values["aspect"] = None
+    return GenerationRequest(**values)
+
+
+def _number(text: str, name: str, kind: type) -> Any:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = kind(text)
+    except ValueError:
+        word = "a whole number" if kind is int else "a number"
+        raise InvalidRequest(name, f"expected {word}, got {text[:20]!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidRequest(name, f"expected a finite number, got {text[:20]!r}")
+    return value
+
+
+def from_json(body: Any) -> GenerationRequest:
+    """Build a request from a JSON object; unknown keys are refused by name."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("body", "expected a JSON object")
+    for key in body:
+        if key not in API_FIELDS and key != "idempotency_key":
+            raise InvalidRequest(str(key)[:40], f"unknown field; known: {', '.join(API_FIELDS)}")
+    values = {k: v for k, v in body.items() if k in API_FIELDS}
+    values.setdefault("prompt", "")
+    if values.get("negative_prompt") is None:
+        values["negative_prompt"] = ""
+    for name in ("scheduler", "aspect", "source_image_id"):
+        if values.get(name) is not None and not isinstance(values[name], str):
+            raise InvalidRequest(name, "expected text")
+    try:
+        values["kind"] = Kind(values.get("kind") or Kind.TXT2IMG)
+    except ValueError:
+        raise InvalidRequest(
+            "kind", f"expected one of {', '.join(k.value for k in Kind)}"
+        ) from None
+    return GenerationRequest(**values)
+
+
+def prefill(image: ImageRecord) -> dict[str, str]:
+    """Return form values that reproduce a stored image."""
+    return {
+        "prompt": image.prompt,
+        "negative_prompt": image.negative_prompt,
+        "width": str(image.width),
+        "height": str(image.height),
+        "steps": str(image.steps),
+        "guidance": f"{image.guidance:g}",
+        "seed": str(image.seed),
+        "count": "1",
+        "scheduler": image.scheduler,
+    }
+
+
+def form_values(request: GenerationRequest) -> dict[str, str]:
+    """Return form values for a request (to show the form again after an error)."""
+    data = dataclasses.asdict(request)
+    return {k: "" if v is None else str(v) for k, v in data.items() if k in API_FIELDS}
+
+
+def parse_day(text: str | None, name: str, end: bool = False) -> float | None:
+    """Parse YYYY-MM-DD (UTC) into epoch seconds; `end` gives the next midnight."""
+    if not text:
+        return None
+    try:
+        day = dt.date.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidRequest(name, f"expected a date YYYY-MM-DD, got {text[:20]!r}") from None
+    moment = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+    if end:
+        moment += dt.timedelta(days=1)
+    return moment.timestamp()

@@ -1,0 +1,86 @@
+"""The gallery grid: newest first, search, filters and a keyset cursor."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from urllib.parse import urlencode
+
+from flask import Blueprint, render_template, request
+from flask.typing import ResponseReturnValue
+
+from engine import ImageQuery, ImageRecord, InvalidRequest
+from web.context import Context, ctx
+from web.fields import parse_day
+
+bp = Blueprint("gallery", __name__)
+
+SOURCES = ("discord", "web")
+FILTER_KEYS = ("q", "source", "author", "since", "until", "favourites")
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of the gallery and the cursor of the next."""
+
+    images: list[ImageRecord]
+    next_cursor: int | None
+
+
+def query_from(args: Mapping[str, str], context: Context, limit: int) -> ImageQuery:
+    """Build an ImageQuery from URL arguments; raise InvalidRequest naming a bad one."""
+    source = args.get("source", "").strip() or None
+    if source is not None and source not in SOURCES:
+        raise InvalidRequest("source", f"expected one of {', '.join(SOURCES)}")
+    cursor = args.get("cursor", "").strip()
+    if cursor and not cursor.isdigit():
+        raise InvalidRequest("cursor", "expected a cursor from a previous page")
+    favourites_of = None
+    if args.get("favourites", "") in ("1", "true", "on"):
+        favourites_of = context.access.requester().key
+    return ImageQuery(
+        text=args.get("q", "")[:200],
+        source=source,
+        author_id=args.get("author", "").strip()[:100] or None,
+        since=parse_day(args.get("since"), "since"),
+        until=parse_day(args.get("until"), "until", end=True),
+        favourites_of=favourites_of,
+        include_nsfw=context.settings.web.nsfw_images != "hide" or context.access.is_admin(),
+        before=int(cursor) if cursor else None,
+        limit=limit,
+    )
+
+
+def fetch(query: ImageQuery, context: Context) -> Page:
+    """Return one page; ask for one extra row to know whether another page follows."""
+    rows = context.store.list_images(replace(query, limit=query.limit + 1))
+    images = rows[: query.limit]
+    has_more = len(rows) > query.limit
+    return Page(images, images[-1].n if has_more and images else None)
+
+
+@bp.get("/")
+def index() -> ResponseReturnValue:
+    """Show the grid."""
+    context = ctx()
+    context.access.require_browse()
+    args = {k: request.args.get(k, "") for k in (*FILTER_KEYS, "cursor")}
+    try:
+        query = query_from(args, context, context.settings.web.page_size)
+    except InvalidRequest as error:
+        return render_template("gallery.html", page=Page([], None), args=args, error=error), 400
+    page = fetch(query, context)
+    next_url = None
+    if page.next_cursor is not None:
+        kept = {k: v for k, v in args.items() if v and k != "cursor"}
+        next_url = "/?" + urlencode({**kept, "cursor": page.next_cursor})
+    is_filtered = any(args[k] for k in FILTER_KEYS)
+    return render_template(
+        "gallery.html",
+        page=page,
+        args=args,
+        next_url=next_url,
+        is_first_page=not args["cursor"],
+        is_filtered=is_filtered,
+        error=None,
+    )

@@ -1,0 +1,168 @@
+"""The generate form, the job page and its live event stream."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Response, abort, redirect, render_template, request
+from flask.typing import ResponseReturnValue
+
+from engine import (
+    ASPECTS,
+    SCHEDULERS,
+    Cancelled,
+    EngineError,
+    Event,
+    Failed,
+    Finished,
+    InvalidRequest,
+    JobView,
+    NotFound,
+    Progress,
+    Queued,
+    Started,
+)
+from web.context import ctx
+from web.errors import answer_for
+from web.fields import from_form, prefill
+from web.images import visible_image
+from web.security import idempotency_key, new_nonce
+
+bp = Blueprint("generate", __name__)
+
+ADVANCED = ("negative_prompt", "aspect", "width", "height", "steps", "guidance", "seed", "count")
+FORM_FIELDS = ("prompt", *ADVANCED, "scheduler")
+JOB_ID_CHARS = set("0123456789abcdef")
+
+
+def _form(values: dict[str, str], errors: dict[str, str], status: int = 200) -> Any:
+    is_open = any(name in errors for name in ADVANCED) or any(values.get(n) for n in ADVANCED)
+    html = render_template(
+        "generate.html",
+        values=values,
+        errors=errors,
+        is_advanced_open=is_open,
+        nonce=new_nonce(),
+        schedulers=SCHEDULERS,
+        aspects=ASPECTS,
+    )
+    return html, status
+
+
+@bp.get("/generate")
+def form() -> Any:
+    """Show the form, prefilled from an image when asked (?from=<image id>)."""
+    context = ctx()
+    context.access.require_generate()
+    values: dict[str, str] = {}
+    source = request.args.get("from", "")
+    if source:
+        values = prefill(visible_image(source))
+    elif request.args.get("prompt"):
+        values = {
+            "prompt": request.args.get("prompt", "")[: context.settings.limits.max_prompt_chars]
+        }
+    return _form(values, {})
+
+
+@bp.post("/generate")
+def submit() -> Any:
+    """Queue a job and go to its page at once; show errors beside their field."""
+    context = ctx()
+    context.access.require_generate()
+    values = {name: request.form.get(name, "") for name in FORM_FIELDS}
+    requester = context.access.requester()
+    try:
+        job_request = from_form(values)
+        job = context.bridge.submit(
+            job_request, requester, {"web": "form"}, idempotency_key(request.form, requester)
+        )
+    except InvalidRequest as error:
+        field = error.field if error.field in FORM_FIELDS else "form"
+        return _form(values, {field: answer_for(error).message}, 400)
+    except EngineError as error:
+        answer = answer_for(error)
+        return _form(values, {answer.field or "form": answer.message}, answer.status)
+    return redirect(f"/jobs/{job.id}", 303)
+
+
+def job_or_404(job_id: str) -> JobView:
+    """Return a job, or abort with 404 for anything that is not a known job id."""
+    if not 1 <= len(job_id) <= 32 or not set(job_id) <= JOB_ID_CHARS:
+        abort(404)
+    try:
+        return ctx().bridge.job(job_id)
+    except NotFound:
+        abort(404)
+
+
+@bp.get("/jobs/<job_id>")
+def job_page(job_id: str) -> str:
+    """Show a job: its place in the queue, its progress, then its images."""
+    context = ctx()
+    job = job_or_404(job_id)
+    images = [img for i in job.image_ids if (img := context.store.image(i)) is not None]
+    requester = context.access.requester()
+    return render_template(
+        "job.html",
+        job=job,
+        images=images,
+        may_cancel=job.state in ("queued", "running")
+        and (requester.key == job.requester.key or context.access.is_admin()),
+    )
+
+
+@bp.post("/jobs/<job_id>/cancel")
+def cancel(job_id: str) -> ResponseReturnValue:
+    """Cancel one of this client's jobs (or any, for the admin)."""
+    context = ctx()
+    job = job_or_404(job_id)
+    context.bridge.cancel(job.id, context.access.requester())
+    return redirect(f"/jobs/{job.id}", 303)
+
+
+@bp.get("/jobs/<job_id>/events")
+def events(job_id: str) -> Response:
+    """Stream a job's events as Server-Sent Events until it ends."""
+    context = ctx()
+    job = job_or_404(job_id)
+    timeout_s = context.settings.engine.job_timeout_s + 120
+    stream = _sse(context.bridge.follow(job.id, timeout_s=timeout_s))
+    response = Response(stream, mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Accel-Buffering"] = "no"
+    return response
+
+
+def _sse(events: Iterator[Event]) -> Iterator[str]:
+    yield "retry: 3000\n\n"
+    for event in events:
+        name, data = event_json(event)
+        yield f"event: {name}\ndata: {json.dumps(data)}\n\n"
+
+
+def event_json(event: Event) -> tuple[str, dict[str, Any]]:
+    """Return an event's name and JSON-ready payload (previews as data URLs)."""
+    if isinstance(event, Queued):
+        return "queued", {"position": event.position, "eta_s": event.eta_s}
+    if isinstance(event, Started):
+        return "started", {}
+    if isinstance(event, Progress):
+        preview = None
+        if event.preview_png:
+            preview = "data:image/png;base64," + base64.b64encode(event.preview_png).decode()
+        return "progress", {"step": event.step, "total": event.total, "preview": preview}
+    if isinstance(event, Finished):
+        images = [
+            {"id": i.id, "page": f"/images/{i.id}", "file": f"/files/{i.id}.png"}
+            for i in event.images
+        ]
+        return "done", {"images": images, "seconds": round(event.seconds, 2)}
+    if isinstance(event, Failed):
+        return "failed", {"error": event.reason}
+    if isinstance(event, Cancelled):
+        return "cancelled", {}
+    return "unknown", {}

@@ -1,0 +1,138 @@
+"""Operations: /healthz for load balancers and /metrics for Prometheus."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator
+
+from flask import Blueprint, Flask, Response, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from engine import EngineBridge, Event, Finished, Started, Store
+from web.context import ctx
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("ops", __name__)
+
+LOW_DISK_BYTES = 1 << 30
+WAIT_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)
+RUN_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    """Report engine, store and disk; 503 when the gallery cannot serve or queue work."""
+    context = ctx()
+    status = context.bridge.status()
+    try:
+        store_state = context.store.quick_check()
+    except sqlite3.Error as error:
+        store_state = f"error: {error}"
+    try:
+        free = shutil.disk_usage(context.store.data_dir).free
+    except OSError:
+        free = 0
+    problems = list(status.degraded)
+    if free < LOW_DISK_BYTES:
+        problems.append("low disk space")
+    is_down = not status.is_ready or not status.is_accepting or store_state != "ok"
+    state = "down" if is_down else ("degraded" if problems else "ok")
+    body = {
+        "status": state,
+        "engine": {
+            "ready": status.is_ready,
+            "accepting": status.is_accepting,
+            "model": status.model,
+            "device": status.device,
+            "queue_length": status.queue_length,
+        },
+        "store": store_state,
+        "disk_free_bytes": free,
+        "degraded": problems,
+    }
+    return jsonify(body), 503 if is_down else 200
+
+
+class EngineCollector(Collector):
+    """Read queue depth, speed, failures and image counts on each scrape."""
+
+    def __init__(self, bridge: EngineBridge, store: Store) -> None:
+        self.bridge = bridge
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the current values."""
+        status = self.bridge.status()
+        yield GaugeMetricFamily("imagine_queue_depth", "Jobs waiting", value=status.queue_length)
+        yield GaugeMetricFamily(
+            "imagine_jobs_running", "Jobs running now", value=len(status.running_job_ids)
+        )
+        yield GaugeMetricFamily(
+            "imagine_engine_ready", "1 when the model is loaded", value=int(status.is_ready)
+        )
+        speed = 1 / status.seconds_per_step if status.seconds_per_step else 0.0
+        yield GaugeMetricFamily(
+            "imagine_steps_per_second", "Recent speed at the native size", value=speed
+        )
+        failures = CounterMetricFamily(
+            "imagine_failures", "Failed or refused jobs by reason", labels=["reason"]
+        )
+        for reason, count in sorted(status.failures.items()):
+            failures.add_metric([reason], count)
+        yield failures
+        yield CounterMetricFamily(
+            "imagine_images_made", "Images made since start", value=status.images_made
+        )
+        yield GaugeMetricFamily(
+            "imagine_gallery_images", "Images in the gallery", value=self.store.count_images()
+        )
+
+
+class JobTimer:
+    """Observe job wait and run times from the engine's events (on the engine's loop)."""
+
+    def __init__(self, bridge: EngineBridge, registry: CollectorRegistry) -> None:
+        self.engine = bridge.engine
+        self.wait = Histogram(
+            "imagine_job_wait_seconds",
+            "Queued to started",
+            buckets=WAIT_BUCKETS,
+            registry=registry,
+        )
+        self.run = Histogram(
+            "imagine_job_run_seconds",
+            "Started to images saved",
+            buckets=RUN_BUCKETS,
+            registry=registry,
+        )
+
+    def __call__(self, event: Event) -> None:
+        """Record one event; never raise into the engine."""
+        if isinstance(event, Started):
+            try:
+                created = self.engine.job(event.job_id).created_at
+            except Exception:  # a job gone already is simply not timed
+                return
+            self.wait.observe(max(0.0, time.time() - created))
+        elif isinstance(event, Finished):
+            self.run.observe(event.seconds)
+
+
+def install_metrics(app: Flask, bridge: EngineBridge, store: Store) -> None:
+    """Give this app its own registry and the /metrics route."""
+    registry = CollectorRegistry()
+    registry.register(EngineCollector(bridge, store))
+    timer = JobTimer(bridge, registry)
+    bridge.engine.listeners.append(timer)
+    app.extensions["imagine_metrics"] = {"registry": registry, "timer": timer}
+
+    def metrics() -> Response:
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+    app.add_url_rule("/metrics", "ops.metrics", metrics)

@@ -1,0 +1,187 @@
+"""Who the client is, what they may do, and the walls around every response."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+from flask import Flask, Response, abort, request, session
+
+from engine import ConfigError, Requester, Settings
+
+log = logging.getLogger(__name__)
+
+SECRET_FILE = "web-secret-key"
+ADMIN_ID = "admin"
+_CLIENT_ID = re.compile(r"[0-9a-f]{16}")
+_NONCE = re.compile(r"[0-9a-f]{32}")
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+
+
+def secret_key(settings: Settings) -> str:
+    """Return the secret key from the environment, else one generated once in the data folder."""
+    if settings.secrets.secret_key:
+        return settings.secrets.secret_key
+    path = Path(settings.data_path) / SECRET_FILE
+    try:
+        text = path.read_text(encoding="ascii").strip()
+        if len(text) >= 32:
+            return text
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    # O_EXCL: two processes starting at once agree on the first key written.
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text(encoding="ascii").strip()
+    with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+        handle.write(key)
+    return key
+
+
+def is_loopback(host: str) -> bool:
+    """Return whether a bind address only listens on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_deployment(settings: Settings) -> bool:
+    """Refuse debug outside development; warn when exposed without an admin token.
+
+    Development means bound to a loopback address. Return whether debug is on.
+    """
+    web = settings.web
+    if web.debug and not is_loopback(web.host):
+        raise ConfigError("web.debug", f"debug is only allowed on 127.0.0.1, not on {web.host}")
+    if not is_loopback(web.host) and not settings.secrets.admin_token:
+        log.warning(
+            "the gallery listens on %s without an admin token (%s unset): nobody can moderate it",
+            web.host,
+            web.admin_token_env,
+        )
+    if web.debug:
+        log.warning("web.debug is on: tracebacks are shown; never use it in production")
+    return web.debug
+
+
+def add_headers(response: Response) -> Response:
+    """Set the security headers every response carries."""
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CSP)
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["X-Frame-Options"] = "DENY"
+    headers["Referrer-Policy"] = "same-origin"
+    headers["Cross-Origin-Opener-Policy"] = "same-origin"
+    headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+    return response
+
+
+class Access:
+    """Decide identity and rights from the signed session cookie or an API token."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def token_matches(self, token: str) -> bool:
+        """Return whether a token equals the configured admin token (constant time)."""
+        expected = self.settings.secrets.admin_token
+        return bool(expected) and hmac.compare_digest(token.encode(), expected.encode())
+
+    def bearer(self) -> str:
+        """Return the bearer token of this request, or ''."""
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else ""
+
+    def is_admin(self) -> bool:
+        """Return whether this request carries admin rights (login or bearer token)."""
+        if session.get("admin_token_ok") and self.settings.secrets.admin_token:
+            return True
+        token = self.bearer()
+        return bool(token) and self.token_matches(token)
+
+    def client_id(self) -> str:
+        """Return this browser's stable id, kept in the signed session cookie."""
+        value = session.get("cid")
+        if not isinstance(value, str) or not _CLIENT_ID.fullmatch(value):
+            value = secrets.token_hex(8)
+            session["cid"] = value
+            session.permanent = True
+        return value
+
+    def requester(self) -> Requester:
+        """Return the engine's view of who asks."""
+        if self.is_admin():
+            return Requester(source="web", user_id=ADMIN_ID, name="admin", is_moderator=True)
+        client = self.client_id()
+        return Requester(source="web", user_id=client, name=f"web-{client[:6]}")
+
+    def rate_key(self) -> str:
+        """Return the key rate limits count by: the API token, else the client address."""
+        token = self.bearer()
+        if token and self.token_matches(token):
+            return "token:admin"
+        return f"addr:{request.remote_addr or 'unknown'}"
+
+    def may_browse(self) -> bool:
+        """Return whether this client may see the gallery."""
+        return self.settings.web.browse == "public" or self.is_admin()
+
+    def require_browse(self) -> None:
+        """Abort with 403 unless browsing is allowed."""
+        if not self.may_browse():
+            abort(403)
+
+    def may_generate(self) -> bool:
+        """Return whether this client may queue jobs."""
+        mode = self.settings.web.generate
+        return mode == "open" or (mode == "token" and self.is_admin())
+
+    def require_generate(self) -> None:
+        """Abort with 403 unless generating is allowed."""
+        if not self.may_generate():
+            abort(403)
+
+    def is_mine(self, source: str, author_id: str) -> bool:
+        """Return whether a record was made by this client."""
+        if source != "web":
+            return False
+        if self.is_admin() and author_id == ADMIN_ID:
+            return True
+        value = session.get("cid")
+        return isinstance(value, str) and value == author_id
+
+
+def new_nonce() -> str:
+    """Return a fresh per-form nonce; the engine sees it as an idempotency key."""
+    return secrets.token_hex(16)
+
+
+def idempotency_key(form: Mapping[str, str], requester: Requester) -> str | None:
+    """Return the key that makes a double-submitted form queue one job."""
+    nonce = form.get("nonce", "")
+    if not _NONCE.fullmatch(nonce):
+        return None
+    return f"{requester.key}:{nonce}"
+
+
+def install(app: Flask) -> None:
+    """Attach the security headers to every response."""
+    app.after_request(add_headers)

@@ -118,7 +118,7 @@ class BotSettings:
     progress_interval_s: float = field(default=2.0, metadata=_range(0.2, 600))
     gallery_url: str = ""
     delivery_attempts: int = field(default=5, metadata=_range(1, 50))
-    max_retry_after_s: float = field(default=60.0, metadata=_range(0, 3600))
+    max_retry_after_s: float = field(default=60.0, metadata=_range(30, 3600))
 
 
 @dataclass(frozen=True)

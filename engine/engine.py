@@ -466,13 +466,14 @@ class Engine:
     async def _run(self, jobs: list[Job]) -> None:
         loop = asyncio.get_running_loop()
         now = self.clock()
+        for job in jobs:  # running in memory at once, so no listing ever misses the job
+            job.state, job.started_at = "running", now
         try:
             await self._in_io(self.store.mark_started, [j.id for j in jobs], now)
         except StoreError as error:
             self._fail_all(jobs, f"store error: {error}")
             return
         for job in jobs:
-            job.state, job.started_at = "running", now
             self._publish(job.id, Started(job.id))
         started = time.monotonic()
         future = loop.run_in_executor(self._gpu, self._generate, jobs)

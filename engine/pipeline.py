@@ -11,6 +11,7 @@ import contextlib
 import copy
 import gc
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -333,7 +334,9 @@ class Pipeline:
         if batch.kind == "txt2img":
             kwargs.update(width=batch.width, height=batch.height)
         else:
-            kwargs.update(image=inits, strength=batch.strength)
+            # img2img runs steps × strength steps: never let that round down to zero.
+            steps = max(batch.steps, math.ceil(1 / batch.strength))
+            kwargs.update(image=inits, strength=batch.strength, num_inference_steps=steps)
         with self._vae_upcast(pipe, upcast), torch.inference_mode():
             output = pipe(**kwargs)
         return np.asarray(output.images)

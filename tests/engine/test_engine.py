@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 from collections.abc import Callable
 from typing import Any
@@ -408,3 +409,13 @@ async def test_delete_image_by_author_or_moderator_only(
     await engine.delete_image(second.id, by=make_requester("mod", is_moderator=True))
     assert engine.store.image(first.id) is None
     assert not engine.store.image_path(first.file_name).exists()
+
+
+async def test_upscale_with_few_steps_still_runs_one_step(
+    make_engine: EngineFactory, make_request: Any, make_requester: Any
+) -> None:
+    engine = await make_engine(limits={"max_size_px": 64})
+    first = await wait_done(engine, (await engine.submit(make_request(), make_requester())).id)
+    request = engine.upscale_request(first.images[0].id)
+    job = await engine.submit(dataclasses.replace(request, steps=2), make_requester())
+    assert isinstance(await wait_done(engine, job.id), Finished)

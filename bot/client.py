@@ -1,0 +1,208 @@
+"""The Discord client: commands, persistent buttons, and the flow from interaction to job."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from bot import checks, commands, replies
+from bot.delivery import NO_MENTIONS, Delivery, Target
+from bot.endpoints import point_discord_py_at
+from bot.views import ResultButton
+from engine import ConfigError, Engine, Forbidden, GenerationRequest, Settings
+
+log = logging.getLogger(__name__)
+
+# The engine decides every refusal before its first await, so a refusal is back at once and
+# answered ephemerally; an accepted job then waits only for its SQLite insert. Defer when that
+# takes longer than this, so Discord's 3 s deadline is never at risk.
+ACK_WAIT_S = 0.1
+
+Reloader = Callable[[], Settings | ConfigError]
+
+
+class ImagineBot(discord.Client):
+    """A Discord client that turns interactions into engine jobs and delivers the results."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        reload: Reloader | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        **options: Any,
+    ) -> None:
+        options.setdefault("intents", discord.Intents(guilds=True))
+        options.setdefault("allowed_mentions", NO_MENTIONS)
+        # discord.py refuses timeouts under 30 s; past it a 429 raises RateLimited at once.
+        options.setdefault("max_ratelimit_timeout", max(30.0, settings.bot.max_retry_after_s))
+        super().__init__(**options)
+        self.settings = settings
+        self.engine = engine
+        self.delivery = Delivery(self, engine, settings, clock)
+        self.tree = app_commands.CommandTree(self)
+        self.tree.on_error = self._on_command_error  # type: ignore[method-assign]
+        self._reload = reload
+        self._restore_endpoints: Callable[[], None] | None = None
+        commands.register(self)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def login(self, token: str) -> None:
+        """Point discord.py at `[bot] api_base` when set, then log in."""
+        if self.settings.bot.api_base and self._restore_endpoints is None:
+            self._restore_endpoints = point_discord_py_at(
+                self.settings.bot.api_base, self.settings.bot.gateway_url
+            )
+        await super().login(token)
+
+    async def setup_hook(self) -> None:
+        """Register persistent buttons, sync commands, pick up jobs from before a restart."""
+        self.add_dynamic_items(ResultButton)
+        await self._sync_commands()
+        count = self.delivery.resume()
+        if count:
+            log.info("following %d Discord jobs from before the restart", count)
+
+    async def _sync_commands(self) -> None:
+        guild_ids = self.settings.bot.guild_ids
+        if not guild_ids:
+            await self.tree.sync()
+            return
+        for guild_id in guild_ids:
+            guild = discord.Object(int(guild_id))
+            self.tree.copy_global_to(guild=guild)
+            await self.tree.sync(guild=guild)
+
+    async def close(self) -> None:
+        """Stop following jobs, disconnect, undo the endpoint patch."""
+        await self.delivery.close()
+        await super().close()
+        if self._restore_endpoints is not None:
+            self._restore_endpoints()
+            self._restore_endpoints = None
+
+    def reload_config(self) -> Settings | ConfigError:
+        """Re-read the config file; a bad file keeps the old settings and returns why."""
+        if self._reload is None:
+            return ConfigError("config", "no config file to reload")
+        result = self._reload()
+        if isinstance(result, Settings):
+            self.apply(result)
+        return result
+
+    def apply(self, settings: Settings) -> None:
+        """Use reloaded settings (command option bounds change after a restart)."""
+        self.settings = settings
+        self.delivery.apply(settings)
+
+    # -- answering -------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def answering(self, interaction: discord.Interaction) -> AsyncIterator[None]:
+        """Turn known errors into their ephemeral text, anything else into an apology."""
+        try:
+            yield
+        except Exception as error:
+            text = replies.text_for(error)
+            if text is None:
+                log.exception("interaction %s failed", interaction.id)
+                text = replies.apology(interaction.id)
+            await self.reply(interaction, text)
+
+    async def reply(self, interaction: discord.Interaction, text: str) -> None:
+        """Answer privately: the first response when still open, else the deferred message."""
+        try:
+            if not interaction.response.is_done():
+                await interaction.response.send_message(
+                    text, ephemeral=True, allowed_mentions=NO_MENTIONS
+                )
+            elif (
+                interaction.response.type
+                is discord.InteractionResponseType.deferred_channel_message
+            ):
+                # A public deferral can't turn ephemeral: say it in the "thinking" message.
+                await interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+            else:
+                await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+        except discord.HTTPException as error:
+            log.warning("could not answer interaction %s: %r", interaction.id, error)
+
+    async def _on_command_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        original = getattr(error, "original", error)
+        text = replies.text_for(original)
+        if text is None:
+            log.error("command failed (ref %s)", interaction.id, exc_info=original)
+            text = replies.apology(interaction.id)
+        await self.reply(interaction, text)
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    async def submit_from(
+        self, interaction: discord.Interaction, request: GenerationRequest
+    ) -> None:
+        """Queue a job for an interaction and follow it; refusals are ephemeral and cost no GPU."""
+        checks.require_bot_permissions(interaction)
+        requester = checks.requester_of(interaction)
+        target = Target.of(interaction, requester.is_nsfw_channel)
+        submit = asyncio.ensure_future(
+            self.engine.submit(
+                request, requester, origin=target.to_origin(), idempotency_key=str(interaction.id)
+            )
+        )
+        done, _ = await asyncio.wait({submit}, timeout=ACK_WAIT_S)
+        if done and submit.exception() is not None:
+            raise submit.exception()  # type: ignore[misc]
+        if not await self._defer(interaction):
+            target = target.without_token()
+        job = await submit
+        self.delivery.follow(job.id, target)
+
+    async def _defer(self, interaction: discord.Interaction) -> bool:
+        try:
+            await interaction.response.defer(thinking=True)
+            return True
+        except discord.HTTPException as error:
+            # Already acknowledged (the same interaction twice) or too late: the job still
+            # runs, and its result goes to the channel if nobody else holds the token.
+            log.warning("could not defer interaction %s: %r", interaction.id, error)
+            return False
+
+    async def press(self, action: str, ident: str, interaction: discord.Interaction) -> None:
+        """Handle a result button: re-roll a job, vary or upscale an image, delete a result."""
+        async with self.answering(interaction):
+            if action == "del":
+                await self._delete(ident, interaction)
+                return
+            make = {
+                "reroll": self.engine.reroll_request,
+                "var": self.engine.variation_request,
+                "up": self.engine.upscale_request,
+            }[action]
+            await self.submit_from(interaction, make(ident))
+
+    async def _delete(self, job_id: str, interaction: discord.Interaction) -> None:
+        requester = checks.requester_of(interaction)
+        job = self.engine.job(job_id)
+        is_owner = job.requester.key == requester.key
+        if not is_owner and not self.engine.moderator.is_moderator(requester):
+            raise Forbidden("delete someone else's images")
+        for image_id in job.image_ids:
+            await self.engine.delete_image(image_id, by=requester)
+        await interaction.response.edit_message(
+            content=f"🗑 Deleted by {interaction.user.mention}.",
+            embeds=[],
+            attachments=[],
+            view=None,
+            allowed_mentions=NO_MENTIONS,
+        )

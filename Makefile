@@ -26,7 +26,7 @@ web: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy engine
+	$(BIN)/mypy engine bot web
 
 # The browser test drives Debian's chromium (Playwright's own browser download does not work here).
 /usr/bin/chromium:

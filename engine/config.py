@@ -1,7 +1,7 @@
 """Turn config.toml (and the environment) into validated, frozen settings.
 
 The only module that reads the config file or environment variables. Every error names the key
-and the allowed values: `engine.max_batch: expected an integer 1–16, got 0`.
+and the allowed values: `engine.max_batch: expected an integer 0–16, got 99`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ class EngineSettings:
     dtype: str = field(default="auto", metadata=_choices("auto", "float16", "bfloat16", "float32"))
     data_dir: str = "data"
     offline: bool = False
-    max_batch: int = field(default=1, metadata=_range(1, 16))
+    max_batch: int = field(default=0, metadata=_range(0, 16))
+    batch_window_s: float = field(default=0.02, metadata=_range(0, 1))
     attention_slicing: bool = False
     vae_tiling: bool = False
     cpu_offload: bool = False

@@ -31,6 +31,7 @@ class FairQueue(Generic[J]):
     def __init__(self) -> None:
         self._waiting: dict[str, J] = {}
         self._running: Counter[str] = Counter()
+        self._order: list[J] | None = None  # cached; every change clears it
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -38,13 +39,20 @@ class FairQueue(Generic[J]):
     def push(self, job: J) -> None:
         """Add a waiting job."""
         self._waiting[job.id] = job
+        self._order = None
 
     def remove(self, job_id: str) -> J | None:
         """Take a waiting job out (cancelled); None when it is not waiting."""
+        self._order = None
         return self._waiting.pop(job_id, None)
 
     def order(self) -> list[J]:
         """Return waiting jobs in the order they will run."""
+        if self._order is None:
+            self._order = self._compute_order()
+        return list(self._order)
+
+    def _compute_order(self) -> list[J]:
         seen: Counter[str] = Counter()
         keyed = []
         for job in sorted(self._waiting.values(), key=lambda j: j.seq):
@@ -76,11 +84,13 @@ class FairQueue(Generic[J]):
         for job in taken:
             del self._waiting[job.id]
             self._running[job.requester_key] += 1
+        self._order = None
         return taken
 
     def done(self, job: J) -> None:
         """Note that a taken job stopped running."""
         key = job.requester_key
+        self._order = None
         self._running[key] -= 1
         if self._running[key] <= 0:
             del self._running[key]

@@ -83,7 +83,7 @@ def test_cli_check_config_names_the_bad_key(tmp_path: Path) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2
-    assert "engine.max_batch: expected an integer 1–16, got 99" in result.stderr
+    assert "engine.max_batch: expected an integer 0–16, got 99" in result.stderr
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ def test_example_config_is_valid() -> None:
 @pytest.mark.parametrize(
     ("text", "key", "words"),
     [
-        ("[engine]\nmax_batch = 0\n", "engine.max_batch", "1–16, got 0"),
+        ("[engine]\nmax_batch = 17\n", "engine.max_batch", "0–16, got 17"),
         ("[engine]\nmax_batch = 'four'\n", "engine.max_batch", "expected an integer"),
         ("[engine]\nmodell = 'x'\n", "engine.modell", "unknown key"),
         ("[enigne]\n", "enigne", "unknown key"),

@@ -419,3 +419,24 @@ async def test_upscale_with_few_steps_still_runs_one_step(
     request = engine.upscale_request(first.images[0].id)
     job = await engine.submit(dataclasses.replace(request, steps=2), make_requester())
     assert isinstance(await wait_done(engine, job.id), Finished)
+
+
+async def test_a_burst_of_compatible_jobs_runs_as_one_call(
+    make_engine: EngineFactory, make_request: Any, make_requester: Any
+) -> None:
+    engine = await make_engine(engine={"max_batch": 4, "batch_window_s": 0.2})
+    calls: list[int] = []
+    original = engine.pipeline.run
+    engine.pipeline.run = lambda batch, *a: calls.append(len(batch.items)) or original(batch, *a)  # type: ignore[method-assign]
+    jobs = await asyncio.gather(
+        *(engine.submit(make_request(seed=s), make_requester(f"u{s}")) for s in range(4))
+    )
+    for job in jobs:
+        assert isinstance(await wait_done(engine, job.id), Finished)
+    assert calls == [4]
+
+
+async def test_max_batch_auto_is_one_on_the_cpu(make_engine: EngineFactory) -> None:
+    engine = await make_engine()
+    assert engine.settings.engine.max_batch == 0
+    assert engine._max_batch() == 1

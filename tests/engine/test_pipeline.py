@@ -41,7 +41,7 @@ async def test_reload_applies_new_limits_but_keeps_model_settings(
     new = make_settings(limits={"max_steps": 10}, engine={"max_batch": 4})
     engine.reload(new)
     assert engine.settings.limits.max_steps == 10
-    assert engine.settings.engine.max_batch == 1
+    assert engine.settings.engine.max_batch == 0
 
 
 @pytest.mark.gpu

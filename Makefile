@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run web test lint pytest bench soak clean
+.PHONY: run web test lint pytest bench bench-quick bench-gpu soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +37,16 @@ pytest: $(STAMP) /usr/bin/chromium
 
 test: lint pytest
 
+# CPU benchmarks against bare diffusers (~12 min on 2 cores); bench-quick leaves out fullsize-step.
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench --quick
+
+# On a CUDA machine: SD 2.1 architecture, random weights, fp16 (see bench/gpu.sh).
+bench-gpu:
+	bash bench/gpu.sh
 
 soak: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow --timeout 3600

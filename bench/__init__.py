@@ -1,0 +1,1 @@
+"""Benchmarks of the engine against bare diffusers, on this CPU and on a lent GPU."""

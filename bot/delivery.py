@@ -120,6 +120,9 @@ class Outgoing:
     files: Sequence[tuple[str, bytes]] = ()
     view: discord.ui.View | None = None
     allowed_mentions: discord.AllowedMentions = NO_MENTIONS
+    # Channel posts only: Discord returns the first message for a repeated nonce, so a post
+    # retried after a crash (stored by Discord, not yet marked delivered here) appears once.
+    nonce: str | None = None
 
 
 class Poster:
@@ -174,6 +177,8 @@ class Poster:
     async def _request(self, route: Route, message: Outgoing, is_edit: bool) -> dict[str, Any]:
         files = [discord.File(io.BytesIO(data), filename=name) for name, data in message.files]
         extra: dict[str, Any] = {"attachments": files} if is_edit else {"files": files}
+        if message.nonce is not None and not is_edit:
+            extra["nonce"] = message.nonce
         params = handle_message_parameters(
             content=message.content,
             embeds=list(message.embeds),
@@ -389,6 +394,7 @@ class Delivery:
                 replied_user=False,
                 users=[discord.Object(target.user_id)],
             ),
+            nonce=f"imagine-{job.id}"[:25],
         )
         try:
             data = await self.poster.send_to_channel(target.channel_id, late)

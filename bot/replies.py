@@ -60,13 +60,14 @@ def _banned(error: Banned) -> str:
 
 
 def _queue_full(error: QueueFull) -> str:
+    retry = duration(error.retry_after_s)
     if error.is_per_requester:
         return (
             f"You already have {error.waiting} job{'s' if error.waiting != 1 else ''} queued "
             f"(limit {error.limit}); "
-            "wait for one to finish, or /cancel one."
+            f"try again in {retry}, or /cancel one."
         )
-    return f"The queue is full ({error.waiting} jobs, limit {error.limit}); try again later."
+    return f"The queue is full ({error.waiting} jobs, limit {error.limit}); try again in {retry}."
 
 
 def _rate_limited(error: RateLimited) -> str:

@@ -148,6 +148,8 @@ class Runtime:
         log.info("shutting down")
         if self.client is not None:
             await self.client.close()
-        await self.engine.close()
         if self.gallery is not None:
-            self.gallery.stop()
+            # Before the engine: a web request in flight must get 503 from a closed server,
+            # never a 500 from a closed engine.
+            await asyncio.get_running_loop().run_in_executor(None, self.gallery.stop)
+        await self.engine.close()

@@ -8,12 +8,14 @@ engine code on the caller's thread: asyncio locks refuse to cross loops.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import queue
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from engine.engine import Engine, EngineStatus, JobView
+from engine.errors import ShuttingDown
 from engine.events import TERMINAL, Event
 from engine.request import GenerationRequest, Requester
 
@@ -29,8 +31,18 @@ class EngineBridge:
         self.timeout_s = timeout_s
 
     def _run(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        future = asyncio.run_coroutine_threadsafe(make(), self.loop)
-        return future.result(self.timeout_s)
+        if self.loop.is_closed():
+            raise ShuttingDown()
+        coroutine = make()
+        try:
+            future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        except RuntimeError:  # the loop closed between the check and the call
+            coroutine.close()
+            raise ShuttingDown() from None
+        try:
+            return future.result(self.timeout_s)
+        except concurrent.futures.CancelledError:
+            raise ShuttingDown() from None  # the loop stopped with the call still waiting
 
     def _call(self, function: Callable[[], T]) -> T:
         async def wrapper() -> T:

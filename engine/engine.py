@@ -350,10 +350,30 @@ class Engine:
     def _check_capacity(self, requester: Requester, limits: Any) -> None:
         active = len(self._jobs)
         if active >= limits.max_queue:
-            raise QueueFull(waiting=active, limit=limits.max_queue)
-        mine = sum(1 for job in self._jobs.values() if job.requester_key == requester.key)
-        if mine >= limits.max_per_user:
-            raise QueueFull(waiting=mine, limit=limits.max_per_user, is_per_requester=True)
+            retry = self._running_remaining_s() or self._first_estimate_s()
+            raise QueueFull(active, limits.max_queue, retry_after_s=_at_least_1s(retry))
+        mine = [job for job in self._jobs.values() if job.requester_key == requester.key]
+        if len(mine) >= limits.max_per_user:
+            raise QueueFull(
+                len(mine),
+                limits.max_per_user,
+                is_per_requester=True,
+                retry_after_s=_at_least_1s(self._first_done_s(mine)),
+            )
+
+    def _first_estimate_s(self) -> float:
+        order = self._queue.order()
+        return self._estimate_s(order[0].request) if order else 0.0
+
+    def _first_done_s(self, jobs: list[Job]) -> float:
+        """Estimate when the first of these jobs ends (a slot frees up)."""
+        if any(job.state == "running" for job in jobs):
+            return self._running_remaining_s()
+        first = min(jobs, key=lambda job: job.seq, default=None)
+        if first is None:
+            return 0.0
+        view = self._view_of_job(first)
+        return (view.eta_s or 0.0) + self._estimate_s(first.request)
 
     def _check_rate(self, requester: Requester, limits: Any, count: int) -> None:
         now = self.clock()
@@ -956,6 +976,10 @@ def upscale_size(width: int, height: int, limits: Any) -> tuple[int, int]:
 
 def _compatible(first: Job, other: Job) -> bool:
     return first.request.kind == Kind.TXT2IMG and other.request.batch_key == first.request.batch_key
+
+
+def _at_least_1s(seconds: float) -> float:
+    return max(1.0, round(seconds, 1))
 
 
 def _should_stop(jobs: list[Job]) -> bool:

@@ -37,11 +37,14 @@ class Banned(EngineError):
 class QueueFull(EngineError):
     """The shared queue or the requester's share of it is full."""
 
-    def __init__(self, waiting: int, limit: int, is_per_requester: bool = False) -> None:
+    def __init__(
+        self, waiting: int, limit: int, is_per_requester: bool = False, retry_after_s: float = 1.0
+    ) -> None:
         super().__init__(f"queue full: {waiting} waiting, limit {limit}")
         self.waiting = waiting
         self.limit = limit
         self.is_per_requester = is_per_requester
+        self.retry_after_s = retry_after_s
 
 
 class RateLimited(EngineError):

@@ -724,7 +724,9 @@ class Store:
 
 def _fts_query(text: str) -> str:
     """Quote each word so user text is never FTS syntax; words are ANDed, last one a prefix."""
-    words = [w.replace('"', "") for w in text.split() if w.replace('"', "")]
+    # Quotes and control characters (NUL reaches FTS5 as a syntax error) never get through.
+    cleaned = "".join(c for c in text if c == " " or (c.isprintable() and c != '"'))
+    words = cleaned.split()
     if not words:
         return '""'
     quoted = [f'"{w}"' for w in words]

@@ -79,7 +79,7 @@ def create_generation() -> tuple[Response, int]:
     if body is None:
         raise InvalidRequest("body", "expected a JSON object")
     job_request = from_json(body)
-    requester = context.access.requester()
+    requester = context.access.api_requester()
     key = request.headers.get("Idempotency-Key") or (
         body.get("idempotency_key") if isinstance(body, dict) else None
     )
@@ -106,7 +106,9 @@ def list_images() -> Response:
     limit_text = request.args.get("limit", "")
     limit = context.settings.web.page_size
     if limit_text:
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
+        if not (limit_text.isascii() and limit_text.isdigit()) or not (
+            1 <= int(limit_text) <= MAX_LIMIT
+        ):
             raise InvalidRequest("limit", f"expected 1–{MAX_LIMIT}")
         limit = int(limit_text)
     page = fetch(query_from(request.args, context, limit), context)

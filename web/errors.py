@@ -66,9 +66,10 @@ _ENGINE: dict[type[EngineError], Callable[[Any], Answer]] = {
     QueueFull: lambda e: Answer(
         503,
         "queue_full",
-        "You already have the most jobs allowed waiting; wait for one to finish."
+        f"You already have the most jobs allowed waiting; try again in {_retry(e.retry_after_s)}."
         if e.is_per_requester
-        else "The queue is full; try again later.",
+        else f"The queue is full; try again in {_retry(e.retry_after_s)}.",
+        retry_after_s=e.retry_after_s,
     ),
     RateLimited: lambda e: Answer(
         429,

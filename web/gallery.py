@@ -33,7 +33,7 @@ def query_from(args: Mapping[str, str], context: Context, limit: int) -> ImageQu
     if source is not None and source not in SOURCES:
         raise InvalidRequest("source", f"expected one of {', '.join(SOURCES)}")
     cursor = args.get("cursor", "").strip()
-    if cursor and not cursor.isdigit():
+    if cursor and not (cursor.isascii() and cursor.isdigit() and int(cursor) < 2**63):
         raise InvalidRequest("cursor", "expected a cursor from a previous page")
     favourites_of = None
     if args.get("favourites", "") in ("1", "true", "on"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import logging
@@ -132,6 +133,18 @@ class Access:
             return Requester(source="web", user_id=ADMIN_ID, name="admin", is_moderator=True)
         client = self.client_id()
         return Requester(source="web", user_id=client, name=f"web-{client[:6]}")
+
+    def api_requester(self) -> Requester:
+        """Return who calls the JSON API: the browser's id, else one per client address.
+
+        API clients rarely keep cookies; a fresh id per request would dodge per-user limits and
+        make an Idempotency-Key retry queue a second job.
+        """
+        if self.is_admin() or isinstance(session.get("cid"), str):
+            return self.requester()
+        address = request.remote_addr or "unknown"
+        client = "api-" + hashlib.sha256(address.encode()).hexdigest()[:12]
+        return Requester(source="web", user_id=client, name=client[:10])
 
     def rate_key(self) -> str:
         """Return the key rate limits count by: the API token, else the client address."""

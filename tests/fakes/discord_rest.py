@@ -96,6 +96,9 @@ class RestApi:
         self.calls: Log[Call] = Log("call")
         self.faults: list[Fault] = []
         self.messages: dict[int, FakeMessage] = {}
+        # (channel id, nonce) → message id: Discord returns the first message for a repeated
+        # nonce when enforce_nonce is set, instead of posting it twice.
+        self.nonces: dict[tuple[int, str], int] = {}
         self.attachments: dict[int, FakeAttachment] = {}
         self.interactions: dict[str, FakeInteraction] = {}
         self.commands: dict[int | None, list[dict[str, Any]]] = {}
@@ -524,8 +527,13 @@ class RestApi:
         refusal = self.invalid(payload, call.files, is_create=True)
         if refusal is not None:
             return refusal
+        nonce = (channel_id, str(payload["nonce"])) if payload.get("enforce_nonce") else None
+        if nonce is not None and nonce in self.nonces:
+            return json_response(self.messages[self.nonces[nonce]].payload())
         message = self.new_message(channel_id, guild.id if guild else None)
         self.apply(message, payload, call.files, is_edit=False)
+        if nonce is not None:
+            self.nonces[nonce] = message.id
         return json_response(message.payload())
 
     def _channel_message(self, params: dict[str, str]) -> FakeMessage | None:

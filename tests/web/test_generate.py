@@ -164,7 +164,8 @@ def test_queue_full_is_503(make_site) -> None:  # type: ignore[no-untyped-def]
     client = site.client()
     response = client.post("/generate", data={"prompt": "a fox", **form_tokens(client)})
     assert response.status_code == 503
-    assert "wait for one to finish" in response.get_data(as_text=True)
+    assert "try again in" in response.get_data(as_text=True)
+    assert int(response.headers["Retry-After"]) >= 1
 
 
 def test_cooldown_is_429_with_retry_after(make_site) -> None:  # type: ignore[no-untyped-def]

@@ -49,7 +49,7 @@ bench-gpu:
 	bash bench/gpu.sh
 
 soak: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow --timeout 3600
+	$(BIN)/python -m pytest -q -m slow --timeout 3600 -rP
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

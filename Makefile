@@ -13,7 +13,7 @@ $(BIN)/python:
 
 # torch first and pinned: a bare `torch` requirement pulls a multi-GB CUDA build.
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 

@@ -1,0 +1,63 @@
+"""`python -m engine.demo train|eval`: train the demo model, or measure how well it follows."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from engine.demo.evaluate import GUIDANCE, MODEL_DIR, STEPS
+from engine.demo.train import BASE_MINUTES, Recipe
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Read the command line."""
+    parser = argparse.ArgumentParser(prog="python -m engine.demo", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train a demo model into a folder")
+    train.add_argument("--out", type=Path, required=True, help="folder for the pipeline")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--minutes",
+        type=float,
+        default=BASE_MINUTES,
+        help=f"budget; step counts scale with it (default {BASE_MINUTES:g})",
+    )
+    train.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    train.add_argument("--device", default="cpu")
+    evaluate = commands.add_parser("eval", help="generate, read back, print accuracies")
+    evaluate.add_argument("--model", type=Path, default=MODEL_DIR)
+    evaluate.add_argument("--n", type=int, default=100, help="captions each, seen and held out")
+    evaluate.add_argument("--seed", type=int, default=1234)
+    evaluate.add_argument("--sheet", type=Path, default=Path("demo-samples.png"))
+    evaluate.add_argument("--guidance", type=float, default=GUIDANCE)
+    evaluate.add_argument("--steps", type=int, default=STEPS)
+    evaluate.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; print its result as JSON."""
+    args = parse(sys.argv[1:] if argv is None else argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.command == "train":
+        from engine.demo.train import train
+
+        recipe = Recipe(seed=args.seed, threads=args.threads, device=args.device)
+        record = train(recipe.scaled(args.minutes), args.out)
+        print(json.dumps({k: record[k] for k in ("minutes", "vae_minutes")}))
+        return 0
+    from engine.demo.evaluate import evaluate, load_pipeline, seconds_per_image
+
+    pipe = load_pipeline(args.model)
+    result = evaluate(pipe, args.n, args.seed, args.sheet, args.guidance, args.steps)
+    result["seconds_per_image"] = seconds_per_image(pipe, args.steps, args.guidance)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

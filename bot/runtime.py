@@ -78,7 +78,10 @@ class Runtime:
         if status.is_builtin_noise:
             note = " (tiny random model: images are noise; set engine.model to SD 2.1, see README)"
         elif status.is_demo:
-            note = " (demo model)"
+            note = (
+                " (the small demo model: it draws coloured shapes, e.g. 'a large red circle on a"
+                " blue background'; for SD 2.1 copy config.example.toml to config.toml)"
+            )
         log.info("model: %s on %s (%s)%s", status.model, status.device, status.dtype, note)
         log.info("data: %s", self.settings.data_path.resolve())
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import discord
 from discord import app_commands
 
@@ -28,6 +29,9 @@ ACK_WAIT_S = 0.1
 Reloader = Callable[[], Settings | ConfigError]
 
 
+HTTP_CONNECTIONS = 32
+
+
 class ImagineBot(discord.Client):
     """A Discord client that turns interactions into engine jobs and delivers the results."""
 
@@ -44,6 +48,9 @@ class ImagineBot(discord.Client):
         options.setdefault("allowed_mentions", NO_MENTIONS)
         # discord.py refuses timeouts under 30 s; past it a 429 raises RateLimited at once.
         options.setdefault("max_ratelimit_timeout", max(30.0, settings.bot.max_retry_after_s))
+        # discord.py's default pool is unbounded: a burst of 2,000 interactions opened 2,000
+        # connections. A bounded pool reuses them (must be made on the running loop).
+        options.setdefault("connector", aiohttp.TCPConnector(limit=HTTP_CONNECTIONS))
         super().__init__(**options)
         self.settings = settings
         self.engine = engine

@@ -166,18 +166,9 @@ def _text_encoder(shape: Shape, tokenizer):  # type: ignore[no-untyped-def]
 
 
 def _scheduler():  # type: ignore[no-untyped-def]
-    from diffusers import DDIMScheduler
+    from engine.tinymodel import sd2_scheduler
 
-    # SD 2.1's own scheduler config; runs swap in DPM++ 2M from it, as the engine does.
-    return DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type="v_prediction",
-    )
+    return sd2_scheduler()
 
 
 def parameter_counts(folder: Path) -> dict[str, int]:

@@ -41,6 +41,19 @@ def char_vocabulary() -> dict[str, int]:
     return {token: index for index, token in enumerate(tokens)}
 
 
+def sd2_scheduler() -> DDIMScheduler:
+    """Return SD 2.1's own scheduler config (v-prediction); runs swap in DPM++ 2M from it."""
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="v_prediction",
+    )
+
+
 def build(folder: Path, seed: int = 0) -> Path:
     """Build and save the tiny pipeline into `folder` (native size 32 px); return the folder."""
     torch.manual_seed(seed)
@@ -82,15 +95,7 @@ def build(folder: Path, seed: int = 0) -> Path:
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type="v_prediction",
-    )
+    scheduler = sd2_scheduler()
     pipe: Any = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,

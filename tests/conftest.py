@@ -8,6 +8,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,20 @@ async def make_engine(
     yield make
     for engine in engines:
         await asyncio.wait_for(engine.close(grace_s=5), 60)
+
+
+async def wait_until(
+    predicate: Callable[[], Any], timeout_s: float = 5, every_s: float = 0.02
+) -> Any:
+    """Poll until `predicate` returns something truthy; return it (TimeoutError after timeout_s)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met in {timeout_s} s")
+        await asyncio.sleep(every_s)
 
 
 async def wait_done(engine: Engine, job_id: str, timeout_s: float = 60) -> Any:

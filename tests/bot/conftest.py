@@ -11,6 +11,7 @@ import pytest
 
 from bot import ImagineBot
 from engine import ConfigError, Engine, Settings, Store, reload_settings
+from tests.conftest import wait_until
 from tests.fakes.discord import FakeDiscord, FakeInteraction, FakeMessage, FakeUser
 
 GALLERY = "http://gallery.test"
@@ -187,18 +188,7 @@ class Harness:
         return await wait_for(made, timeout_s)
 
 
-async def wait_for(
-    predicate: Callable[[], Any], timeout_s: float = 5, every_s: float = 0.02
-) -> Any:
-    """Poll until `predicate` returns something truthy; return it."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met in {timeout_s} s")
-        await asyncio.sleep(every_s)
+wait_for = wait_until  # the bot tests' name for the shared poller
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +28,45 @@ EngineFactory = Callable[..., Any]
 ROOT = Path(__file__).parents[2]
 
 
-def patch_unet(engine: Engine, monkeypatch: pytest.MonkeyPatch, fault: Callable[..., Any]) -> None:
-    unet = engine.pipeline._pipe().unet
-    original = unet.forward
-    monkeypatch.setattr(unet, "forward", lambda *a, **k: fault(original, *a, **k))
+@dataclass
+class Rig:
+    """Engines, jobs and fault patches for one test."""
+
+    make_engine: EngineFactory
+    make_request: Callable[..., Any]
+    make_requester: Callable[..., Any]
+    monkeypatch: pytest.MonkeyPatch
+
+    async def engine(self, **sections: dict[str, Any]) -> Engine:
+        return await self.make_engine(**sections)  # type: ignore[no-any-return]
+
+    async def submit(self, engine: Engine, **request: Any) -> Any:
+        return await engine.submit(self.make_request(**request), self.make_requester())
+
+    async def assert_next_job_succeeds(self, engine: Engine) -> None:
+        job = await self.submit(engine)
+        assert isinstance(await wait_done(engine, job.id), Finished)
+
+    def patch_unet(self, engine: Engine, fault: Callable[..., Any]) -> None:
+        unet = engine.pipeline._pipe().unet
+        original = unet.forward
+        self.monkeypatch.setattr(unet, "forward", lambda *a, **k: fault(original, *a, **k))
+
+
+@pytest.fixture
+def rig(
+    make_engine: EngineFactory,
+    make_request: Callable[..., Any],
+    make_requester: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Rig:
+    return Rig(make_engine, make_request, make_requester, monkeypatch)
 
 
 async def test_exception_mid_generation_fails_that_job_and_the_next_succeeds(
-    make_engine: EngineFactory,
-    make_request: Any,
-    make_requester: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    rig: Rig,
 ) -> None:
-    engine = await make_engine()
+    engine = await rig.engine()
     calls = 0
 
     def fault(original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -49,24 +76,20 @@ async def test_exception_mid_generation_fails_that_job_and_the_next_succeeds(
             raise RuntimeError("cuDNN exploded")
         return original(*args, **kwargs)
 
-    patch_unet(engine, monkeypatch, fault)
-    bad = await engine.submit(make_request(), make_requester())
+    rig.patch_unet(engine, fault)
+    bad = await rig.submit(engine)
     event = await wait_done(engine, bad.id)
     assert isinstance(event, Failed)
     assert "RuntimeError" in event.reason
     assert not engine._lock.locked()
-    good = await engine.submit(make_request(), make_requester())
-    assert isinstance(await wait_done(engine, good.id), Finished)
+    await rig.assert_next_job_succeeds(engine)
     assert engine.job(bad.id).state == "failed"
 
 
 async def test_out_of_memory_retries_once_with_slicing_and_tiling(
-    make_engine: EngineFactory,
-    make_request: Any,
-    make_requester: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    rig: Rig,
 ) -> None:
-    engine = await make_engine()
+    engine = await rig.engine()
     raised = []
 
     def fault(original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -75,19 +98,16 @@ async def test_out_of_memory_retries_once_with_slicing_and_tiling(
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return original(*args, **kwargs)
 
-    patch_unet(engine, monkeypatch, fault)
-    job = await engine.submit(make_request(), make_requester())
+    rig.patch_unet(engine, fault)
+    job = await rig.submit(engine)
     assert isinstance(await wait_done(engine, job.id), Finished)
     assert engine.pipeline._is_memory_saving
 
 
 async def test_out_of_memory_twice_fails_clearly_and_the_queue_keeps_running(
-    make_engine: EngineFactory,
-    make_request: Any,
-    make_requester: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    rig: Rig,
 ) -> None:
-    engine = await make_engine()
+    engine = await rig.engine()
     is_broken = True
 
     def fault(original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -95,13 +115,12 @@ async def test_out_of_memory_twice_fails_clearly_and_the_queue_keeps_running(
             raise torch.OutOfMemoryError("CUDA out of memory")
         return original(*args, **kwargs)
 
-    patch_unet(engine, monkeypatch, fault)
-    job = await engine.submit(make_request(), make_requester())
+    rig.patch_unet(engine, fault)
+    job = await rig.submit(engine)
     event = await wait_done(engine, job.id)
     assert isinstance(event, Failed) and "out of memory" in event.reason
     is_broken = False
-    nxt = await engine.submit(make_request(), make_requester())
-    assert isinstance(await wait_done(engine, nxt.id), Finished)
+    await rig.assert_next_job_succeeds(engine)
     assert engine.status().failures.get("out_of_memory") == 1
 
 
@@ -123,40 +142,31 @@ def patch_vae_decode(engine: Engine, monkeypatch: pytest.MonkeyPatch, bad_calls:
 
 
 async def test_nan_image_is_retried_with_upcast_then_published(
-    make_engine: EngineFactory,
-    make_request: Any,
-    make_requester: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    rig: Rig,
 ) -> None:
-    engine = await make_engine()
-    calls = patch_vae_decode(engine, monkeypatch, bad_calls=1)
-    job = await engine.submit(make_request(), make_requester())
+    engine = await rig.engine()
+    calls = patch_vae_decode(engine, rig.monkeypatch, bad_calls=1)
+    job = await rig.submit(engine)
     event = await wait_done(engine, job.id)
     assert isinstance(event, Finished)
     assert len(calls) == 2
 
 
 async def test_nan_image_twice_is_never_published_as_success(
-    make_engine: EngineFactory,
-    make_request: Any,
-    make_requester: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    rig: Rig,
 ) -> None:
-    engine = await make_engine()
-    patch_vae_decode(engine, monkeypatch, bad_calls=2)
-    job = await engine.submit(make_request(), make_requester())
+    engine = await rig.engine()
+    patch_vae_decode(engine, rig.monkeypatch, bad_calls=2)
+    job = await rig.submit(engine)
     event = await wait_done(engine, job.id)
     assert isinstance(event, Failed) and "NaN" in event.reason
     assert engine.store.images_of_job(job.id) == []
 
 
 async def test_a_hanging_step_is_interrupted_by_the_watchdog(
-    make_engine: EngineFactory,
-    make_request: Any,
-    make_requester: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    rig: Rig,
 ) -> None:
-    engine = await make_engine(engine={"job_timeout_s": 1, "hang_grace_s": 10})
+    engine = await rig.engine(engine={"job_timeout_s": 1, "hang_grace_s": 10})
     hung = []
 
     def fault(original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -165,22 +175,18 @@ async def test_a_hanging_step_is_interrupted_by_the_watchdog(
             time.sleep(2)
         return original(*args, **kwargs)
 
-    patch_unet(engine, monkeypatch, fault)
-    job = await engine.submit(make_request(steps=10), make_requester())
+    rig.patch_unet(engine, fault)
+    job = await rig.submit(engine, steps=10)
     event = await wait_done(engine, job.id)
     assert isinstance(event, Failed) and "timed out after 1 s" in event.reason
     assert not engine._lock.locked()
-    nxt = await engine.submit(make_request(), make_requester())
-    assert isinstance(await wait_done(engine, nxt.id), Finished)
+    await rig.assert_next_job_succeeds(engine)
 
 
 async def test_a_stuck_worker_thread_is_replaced(
-    make_engine: EngineFactory,
-    make_request: Any,
-    make_requester: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    rig: Rig,
 ) -> None:
-    engine = await make_engine(engine={"job_timeout_s": 1, "hang_grace_s": 0})
+    engine = await rig.engine(engine={"job_timeout_s": 1, "hang_grace_s": 0})
     release = threading.Event()
 
     def fault(original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -188,24 +194,23 @@ async def test_a_stuck_worker_thread_is_replaced(
             release.wait(5)
         return original(*args, **kwargs)
 
-    patch_unet(engine, monkeypatch, fault)
+    rig.patch_unet(engine, fault)
     first_thread = engine._gpu
-    job = await engine.submit(make_request(), make_requester())
+    job = await rig.submit(engine)
     assert isinstance(await wait_done(engine, job.id), Failed)
     assert engine._gpu is not first_thread
     assert engine.status().degraded
     release.set()
-    nxt = await engine.submit(make_request(), make_requester())
-    assert isinstance(await wait_done(engine, nxt.id), Finished)
+    await rig.assert_next_job_succeeds(engine)
 
 
 async def test_close_requeues_the_running_job_for_the_next_start(
-    make_settings: Callable[..., Any], make_request: Any, make_requester: Any
+    make_settings: Callable[..., Any], rig: Rig
 ) -> None:
     settings = make_settings()
     engine = Engine(settings, Store(settings.engine.data_dir))
     await engine.start()
-    job = await engine.submit(make_request(steps=100), make_requester())
+    job = await rig.submit(engine, steps=100)
     async for event in engine.events(job.id):
         if isinstance(event, Progress):
             break
@@ -217,37 +222,33 @@ async def test_close_requeues_the_running_job_for_the_next_start(
         assert again.job(job.id).state in ("queued", "running")
         monkey_steps = again.job(job.id).request.steps
         assert monkey_steps == 100
-        await again.cancel(job.id, by=make_requester())
+        await again.cancel(job.id, by=rig.make_requester())
     finally:
         await again.close()
 
 
 async def test_unreadable_images_folder_fails_the_job_and_reports_degraded(
-    make_engine: EngineFactory, make_request: Any, make_requester: Any
+    rig: Rig,
 ) -> None:
-    engine = await make_engine()
+    engine = await rig.engine()
     images = engine.store.images_dir
     images.rename(images.with_name("images.away"))
     images.write_text("not a folder")  # writes now fail like on a broken disk
-    job = await engine.submit(make_request(count=2), make_requester())
+    job = await rig.submit(engine, count=2)
     event = await wait_done(engine, job.id)
     assert isinstance(event, Failed) and "cannot write image" in event.reason
     assert any("cannot write image" in d for d in engine.status().degraded)
     images.unlink()
     images.with_name("images.away").rename(images)
     assert engine.store.images_of_job(job.id) == []
-    nxt = await engine.submit(make_request(), make_requester())
-    assert isinstance(await wait_done(engine, nxt.id), Finished)
+    await rig.assert_next_job_succeeds(engine)
     assert not engine.status().degraded
 
 
 async def test_disk_full_mid_write_leaves_no_partial_png(
-    make_engine: EngineFactory,
-    make_request: Any,
-    make_requester: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    rig: Rig,
 ) -> None:
-    engine = await make_engine()
+    engine = await rig.engine()
     real_fsync = os.fsync
     writes = []
 
@@ -257,38 +258,37 @@ async def test_disk_full_mid_write_leaves_no_partial_png(
             raise OSError(errno.ENOSPC, "No space left on device")
         real_fsync(fd)
 
-    monkeypatch.setattr(os, "fsync", full_disk)
-    job = await engine.submit(make_request(count=2), make_requester())
+    rig.monkeypatch.setattr(os, "fsync", full_disk)
+    job = await rig.submit(engine, count=2)
     event = await wait_done(engine, job.id)
     assert isinstance(event, Failed) and "No space left" in event.reason
     assert list(engine.store.images_dir.iterdir()) == []
-    monkeypatch.setattr(os, "fsync", real_fsync)
-    nxt = await engine.submit(make_request(), make_requester())
-    assert isinstance(await wait_done(engine, nxt.id), Finished)
+    rig.monkeypatch.setattr(os, "fsync", real_fsync)
+    await rig.assert_next_job_succeeds(engine)
 
 
 async def test_busy_database_is_retried_and_nothing_doubles(
-    make_engine: EngineFactory, make_request: Any, make_requester: Any
+    rig: Rig,
 ) -> None:
-    engine = await make_engine(engine={"busy_timeout_s": 0.1})
+    engine = await rig.engine(engine={"busy_timeout_s": 0.1})
     blocker = sqlite3.connect(engine.store.db_path, isolation_level=None, check_same_thread=False)
     blocker.execute("BEGIN IMMEDIATE")
     threading.Timer(0.4, blocker.execute, args=("COMMIT",)).start()
-    job = await engine.submit(make_request(), make_requester())
+    job = await rig.submit(engine)
     assert isinstance(await wait_done(engine, job.id), Finished)
     assert len(engine.store.recent_jobs()) == 1
     blocker.close()
 
 
 async def test_database_locked_too_long_refuses_the_submit_and_keeps_nothing(
-    make_engine: EngineFactory, make_request: Any, make_requester: Any
+    rig: Rig,
 ) -> None:
-    engine = await make_engine(engine={"busy_timeout_s": 0.1})
+    engine = await rig.engine(engine={"busy_timeout_s": 0.1})
     blocker = sqlite3.connect(engine.store.db_path, isolation_level=None, check_same_thread=False)
     blocker.execute("BEGIN IMMEDIATE")
     try:
         with pytest.raises(StoreError, match="locked"):
-            await engine.submit(make_request(), make_requester())
+            await rig.submit(engine)
     finally:
         blocker.execute("COMMIT")
         blocker.close()

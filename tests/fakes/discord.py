@@ -27,11 +27,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import discord
-import discord.gateway
-import discord.http
-import yarl
 from aiohttp import web
+
+from bot.endpoints import point_discord_py_at
 
 from .discord_gateway import Gateway, GatewayEvent
 from .discord_rest import API_PREFIX, RestApi, Settings
@@ -76,28 +74,6 @@ __all__ = [
 
 DEFAULT_TOKEN = "fake-bot-token"
 FAULT_STATUSES = {429, 500, 502, 503, 504, "reset"}
-
-
-def point_discord_py_at(api_base: str, gateway_url: str | None = None) -> Callable[[], None]:
-    """Send all of discord.py's REST, webhook, gateway and CDN traffic to a fake; return undo.
-
-    discord.py 2.7 builds every REST and interaction-webhook URL from `Route.BASE`, and a
-    non-sharded client connects to `DiscordWebSocket.DEFAULT_GATEWAY` without asking
-    /gateway/bot (it resumes at READY's `resume_gateway_url`). Asset URLs use `Asset.BASE`.
-    """
-    origin = str(yarl.URL(api_base).origin())
-    if gateway_url is None:
-        gateway_url = origin.replace("http", "ws", 1) + "/gateway"
-    route, websocket, asset = discord.http.Route, discord.gateway.DiscordWebSocket, discord.Asset
-    saved = (route.BASE, websocket.DEFAULT_GATEWAY, asset.BASE)
-    route.BASE = api_base.rstrip("/")
-    websocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
-    asset.BASE = f"{origin}/cdn"
-
-    def restore() -> None:
-        route.BASE, websocket.DEFAULT_GATEWAY, asset.BASE = saved
-
-    return restore
 
 
 @dataclass

@@ -386,16 +386,19 @@ class RestApi:
             return refusal or error(*UNKNOWN_MESSAGE)
         return json_response(message.payload())
 
-    async def hook_edit(self, call: Call, params: dict[str, str]) -> web.Response:
-        message, refusal = self._hook_message(params)
-        if message is None or refusal is not None:
-            return refusal or error(*UNKNOWN_MESSAGE)
+    def _edit(self, message: FakeMessage, call: Call) -> web.Response:
         payload = call.json or {}
         refusal = self.invalid(payload, call.files, is_create=False)
         if refusal is not None:
             return refusal
         self.apply(message, payload, call.files, is_edit=True)
         return json_response(message.payload())
+
+    async def hook_edit(self, call: Call, params: dict[str, str]) -> web.Response:
+        message, refusal = self._hook_message(params)
+        if message is None or refusal is not None:
+            return refusal or error(*UNKNOWN_MESSAGE)
+        return self._edit(message, call)
 
     async def hook_del(self, call: Call, params: dict[str, str]) -> web.Response:
         message, refusal = self._hook_message(params)
@@ -552,12 +555,7 @@ class RestApi:
             return error(*UNKNOWN_MESSAGE)
         if message.author.id != self.world.bot.id:
             return error(403, 50005, "Cannot edit a message authored by another user")
-        payload = call.json or {}
-        refusal = self.invalid(payload, call.files, is_create=False)
-        if refusal is not None:
-            return refusal
-        self.apply(message, payload, call.files, is_edit=True)
-        return json_response(message.payload())
+        return self._edit(message, call)
 
     async def delete_message(self, call: Call, params: dict[str, str]) -> web.Response:
         message = self._channel_message(params)

@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import wait_until as poll
 from tests.fakes.discord import FakeDiscord
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -326,15 +327,8 @@ class Program:
 
 
 async def wait_until(predicate: Any, timeout_s: float, every_s: float = 0.1) -> Any:
-    """Poll `predicate` until it returns something truthy; return it."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met in {timeout_s} s")
-        await asyncio.sleep(every_s)
+    """Poll `predicate` every 0.1 s (it reads the program's database) until it is truthy."""
+    return await poll(predicate, timeout_s, every_s)
 
 
 class ApiClient:

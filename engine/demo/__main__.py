@@ -26,6 +26,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     train.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     train.add_argument("--device", default="cpu")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override one recipe setting, e.g. --set steps=3000 --set unet_channels=32,64,96",
+    )
     evaluate = commands.add_parser("eval", help="generate, read back, print accuracies")
     evaluate.add_argument("--model", type=Path, default=MODEL_DIR)
     evaluate.add_argument("--n", type=int, default=100, help="captions each, seen and held out")
@@ -40,17 +47,23 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; print its result as JSON."""
     args = parse(sys.argv[1:] if argv is None else argv)
-    import torch
-
-    torch.set_num_threads(args.threads)
     if args.command == "train":
+        recipe = Recipe(seed=args.seed, threads=args.threads, device=args.device)
+        try:
+            recipe = recipe.scaled(args.minutes).with_settings(args.set)
+        except (TypeError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         from engine.demo.train import train
 
-        recipe = Recipe(seed=args.seed, threads=args.threads, device=args.device)
-        record = train(recipe.scaled(args.minutes), args.out)
+        record = train(recipe, args.out)
         print(json.dumps({k: record[k] for k in ("minutes", "vae_minutes")}))
         return 0
+    import torch
+
     from engine.demo.evaluate import evaluate, load_pipeline, seconds_per_image
+
+    torch.set_num_threads(args.threads)
 
     pipe = load_pipeline(args.model)
     result = evaluate(pipe, args.n, args.seed, args.sheet, args.guidance, args.steps)

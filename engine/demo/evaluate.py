@@ -37,6 +37,11 @@ def load_pipeline(model: Path, device: str = "cpu") -> Any:
     return pipe.to(device)
 
 
+def native_size(pipe: Any) -> int:
+    """The side the model was trained at: the UNet's latent side times the VAE's factor."""
+    return int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
+
+
 def eval_captions(n: int, seed: int) -> list[Caption]:
     """`n` seen captions, then `n` held-out ones, every attribute named."""
     rng = random.Random(seed)
@@ -59,8 +64,8 @@ def generate(
             num_inference_steps=steps,
             guidance_scale=guidance,
             generator=generators,
-            height=64,
-            width=64,
+            height=native_size(pipe),
+            width=native_size(pipe),
             output_type="np",
         ).images
         images += [np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8) for image in out]
@@ -94,8 +99,8 @@ def seconds_per_image(pipe: Any, steps: int = STEPS, guidance: float = GUIDANCE)
             num_inference_steps=steps,
             guidance_scale=guidance,
             generator=torch.Generator().manual_seed(i),
-            height=64,
-            width=64,
+            height=native_size(pipe),
+            width=native_size(pipe),
             output_type="np",
         )
         timings.append(time.perf_counter() - started)
@@ -107,10 +112,10 @@ def contact_sheet(
     images: list[np.ndarray],
     readings: list[Reading],
     columns: int = 8,
-    scale: int = 2,
+    tile: int = 128,
 ) -> Image.Image:
     """Tiles of image and caption; a caption in red marks an image read differently."""
-    tile, label = 64 * scale, 40
+    label = 40
     rows = (len(images) + columns - 1) // columns
     sheet = Image.new("RGB", (columns * (tile + 8) + 8, rows * (tile + label + 8) + 8), "white")
     pen = ImageDraw.Draw(sheet)

@@ -24,6 +24,7 @@ from engine.demo.model import (
     build_tokenizer,
     build_unet,
     build_vae,
+    vae_factor,
 )
 
 BASE_MINUTES = 25.0
@@ -35,20 +36,20 @@ class Recipe:
 
     seed: int = 0
     shape: Shape = field(default_factory=Shape)
-    vae_steps: int = 800
+    vae_steps: int = 1500
     vae_batch: int = 16
     vae_lr: float = 2e-3
     vae_shape_weight: float = 9.0
     vae_thumbnail_weight: float = 1.0
-    bank_size: int = 8192
-    steps: int = 2000
+    bank_size: int = 24576
+    steps: int = 3000
     batch: int = 64
     lr: float = 1.5e-3
     warmup_steps: int = 100
     cfg_dropout: float = 0.1
-    weighting: str = "clamp"
+    weighting: str = "v"
     snr_gamma: float = 5.0
-    t_power: float = 0.75
+    t_power: float = 1.0
     ema_decay: float = 0.995
     threads: int = 2
     device: str = "cpu"
@@ -62,6 +63,33 @@ class Recipe:
             steps=max(10, round(self.steps * factor)),
             bank_size=max(256, min(self.bank_size, round(self.bank_size * factor))),
         )
+
+    def with_settings(self, settings: list[str]) -> Recipe:
+        """The recipe with `name=value` overrides (numbers, words, or comma lists for shapes)."""
+        changes: dict[str, Any] = {}
+        shape_changes: dict[str, Any] = {}
+        for setting in settings:
+            name, sep, text = setting.partition("=")
+            name = name.strip()
+            target = self.shape if hasattr(self.shape, name) else self
+            if not sep or not hasattr(target, name) or name == "shape":
+                raise ValueError(f"--set {setting!r}: expected name=value with a recipe field name")
+            current = getattr(target, name)
+            value: Any
+            if isinstance(current, tuple):
+                items = [item.strip() for item in text.split(",")]
+                value = tuple(
+                    item.lower() in ("1", "true", "yes")
+                    if isinstance(current[0], bool)
+                    else type(current[0])(item)
+                    for item in items
+                )
+            elif isinstance(current, bool):
+                value = text.lower() in ("1", "true", "yes")
+            else:
+                value = type(current)(text)
+            (shape_changes if target is self.shape else changes)[name] = value
+        return replace(self, shape=replace(self.shape, **shape_changes), **changes)
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -103,9 +131,10 @@ def train_vae(recipe: Recipe, progress: bool = True) -> tuple[Any, list[float]]:
     """Train the autoencoder on drawn scenes, as a plain (deterministic) autoencoder.
 
     Two things make it learn in minutes rather than hours: shape pixels weigh more than the
-    background in the L1 loss, and three latent channels are pulled towards the 4×4-averaged
-    RGB image early on (the pull fades to 2 % by 60 % of the steps), so the decoder gets useful
-    latents from the first steps. Afterwards the posterior's variance is pinned near zero.
+    background in the L1 loss, and three latent channels are pulled towards the block-averaged
+    RGB image (one block per latent pixel) early on (the pull fades to 2 % by 60 % of the
+    steps), so the decoder gets useful latents from the first steps. Afterwards the posterior's
+    variance is pinned near zero.
     """
     import torch
     from tqdm import tqdm
@@ -119,7 +148,7 @@ def train_vae(recipe: Recipe, progress: bool = True) -> tuple[Any, list[float]]:
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = recipe.vae_lr * lr_factor(step, recipe.vae_steps, 30)
-        _, pixels = draw_batch(rng, recipe.vae_batch, 64)
+        _, pixels = draw_batch(rng, recipe.vae_batch, recipe.shape.image_px)
         x = torch.from_numpy(pixels).to(recipe.device)
         z = vae.encode(x).latent_dist.mean
         recon = vae.decode(z).sample
@@ -127,7 +156,7 @@ def train_vae(recipe: Recipe, progress: bool = True) -> tuple[Any, list[float]]:
         weight = 1 + recipe.vae_shape_weight * is_shape
         loss = (weight * (recon - x).abs()).mean() / weight.mean()
         pull = recipe.vae_thumbnail_weight * max(0.02, 1 - step / (0.6 * recipe.vae_steps))
-        thumbnail = torch.nn.functional.avg_pool2d(x, 4)
+        thumbnail = torch.nn.functional.avg_pool2d(x, vae_factor(recipe.shape))
         loss = loss + pull * (z[:, :3] - thumbnail).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -157,7 +186,9 @@ def encode_bank(vae: Any, recipe: Recipe) -> tuple[list[str], Any]:
     latents = []
     with torch.no_grad():
         for start in range(0, recipe.bank_size, 256):
-            batch_texts, pixels = draw_batch(rng, min(256, recipe.bank_size - start), 64)
+            batch_texts, pixels = draw_batch(
+                rng, min(256, recipe.bank_size - start), recipe.shape.image_px
+            )
             x = torch.from_numpy(pixels).to(recipe.device)
             latents.append(vae.encode(x).latent_dist.mean)
             texts += batch_texts
@@ -269,6 +300,9 @@ def train(recipe: Recipe, out: Path, progress: bool = True) -> dict[str, Any]:
     text_encoder, unet, losses = train_denoiser(recipe, tokenizer, texts, bank, progress)
     pipe = assemble(vae, text_encoder, tokenizer, unet)
     pipe.save_pretrained(str(out), safe_serialization=True)
+    # The UNet is stored in float16 to keep the shipped folder under 20 MB; loaders cast it
+    # back (the engine and the eval load with dtype=float32 on a CPU).
+    unet.to(torch.float16).save_pretrained(str(out / "unet"), safe_serialization=True)
     for leftover in (out / "_vocab").iterdir():
         leftover.unlink()
     (out / "_vocab").rmdir()

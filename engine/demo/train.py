@@ -74,22 +74,23 @@ class Recipe:
             target = self.shape if hasattr(self.shape, name) else self
             if not sep or not hasattr(target, name) or name == "shape":
                 raise ValueError(f"--set {setting!r}: expected name=value with a recipe field name")
-            current = getattr(target, name)
-            value: Any
-            if isinstance(current, tuple):
-                items = [item.strip() for item in text.split(",")]
-                value = tuple(
-                    item.lower() in ("1", "true", "yes")
-                    if isinstance(current[0], bool)
-                    else type(current[0])(item)
-                    for item in items
-                )
-            elif isinstance(current, bool):
-                value = text.lower() in ("1", "true", "yes")
-            else:
-                value = type(current)(text)
+            try:
+                value = _setting_value(getattr(target, name), text)
+            except ValueError:
+                raise ValueError(
+                    f"--set {setting!r}: expected a value like {getattr(target, name)!r}"
+                ) from None
             (shape_changes if target is self.shape else changes)[name] = value
         return replace(self, shape=replace(self.shape, **shape_changes), **changes)
+
+
+def _setting_value(current: Any, text: str) -> Any:
+    """Read `text` as a value of the same kind as `current` (bool, int, float, str, tuple)."""
+    if isinstance(current, tuple):
+        return tuple(_setting_value(current[0], item.strip()) for item in text.split(","))
+    if isinstance(current, bool):
+        return text.strip().lower() in ("1", "true", "yes")
+    return type(current)(text)
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:

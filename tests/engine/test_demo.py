@@ -168,8 +168,8 @@ def test_recipe_settings_override_fields_and_refuse_unknown_names():
     )
     assert (recipe.steps, recipe.weighting) == (10, "minsnr")
     assert (recipe.shape.unet_channels, recipe.shape.unet_attention) == ((8, 16), (False, True))
-    for bad in ("nonsense=1", "steps", "steps=many", "shape=1"):
-        with pytest.raises(ValueError):
+    for bad in ("nonsense=1", "steps", "steps=many", "shape=1", "unet_channels=8,x"):
+        with pytest.raises(ValueError, match=re.escape(repr(bad))):
             Recipe().with_settings([bad])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 import pytest
 
@@ -33,20 +34,24 @@ def results_of(harness: Harness, job_id: str) -> list[FakeMessage]:
     ]
 
 
-async def busy_engine(harness: Harness) -> str:
-    """Queue a slow job from bob so the next job waits behind it; return its id."""
-    handle = await harness.imagine("slow one", user="bob", steps=30)
-    return await harness.job_id(handle)
+async def queued_behind_a_slow_job(
+    harness: Harness, prompt: str = "a red fox", **bot: Any
+) -> tuple[FakeInteraction, str]:
+    """Start the bot (with these `[bot]` settings), queue a slow job from bob, then alice's
+    `prompt` behind it; return alice's interaction and job id."""
+    await harness.start(**({"bot": bot} if bot else {}))
+    await harness.job_id(await harness.imagine("slow one", user="bob", steps=30))
+    handle = await harness.imagine(prompt)
+    return handle, await harness.job_id(handle)
 
 
 async def test_result_after_the_token_died_goes_to_the_channel_mentioning_only_the_requester(
     harness: Harness,
 ) -> None:
-    await harness.start()
+    handle, job_id = await queued_behind_a_slow_job(
+        harness, "late fox <@&300000000000000002> @everyone"
+    )
     fake = harness.fake
-    await busy_engine(harness)
-    handle = await harness.imagine("late fox <@&300000000000000002> @everyone")
-    job_id = await harness.job_id(handle)
     await harness.ack_latency_s(handle)
 
     fake.expire_token(handle.token)
@@ -76,11 +81,8 @@ async def test_result_past_fifteen_minutes_skips_the_token_by_the_clock(harness:
 async def test_429s_5xx_and_resets_on_the_upload_still_deliver_exactly_once(
     harness: Harness,
 ) -> None:
-    await harness.start(bot={"progress_interval_s": 600})
+    handle, job_id = await queued_behind_a_slow_job(harness, progress_interval_s=600)
     fake = harness.fake
-    await busy_engine(harness)
-    handle = await harness.imagine()
-    job_id = await harness.job_id(handle)
     await harness.ack_latency_s(handle)
     await wait_for(lambda: fake.calls_to("PATCH", original_of(handle)))  # the one progress edit
 
@@ -109,11 +111,10 @@ async def test_429s_on_progress_edits_do_not_stop_the_result(harness: Harness) -
 
 
 async def test_a_long_429_gives_up_fast_and_posts_to_the_channel(harness: Harness) -> None:
-    await harness.start(bot={"progress_interval_s": 600, "max_retry_after_s": 30})
+    handle, job_id = await queued_behind_a_slow_job(
+        harness, progress_interval_s=600, max_retry_after_s=30
+    )
     fake = harness.fake
-    await busy_engine(harness)
-    handle = await harness.imagine()
-    job_id = await harness.job_id(handle)
     await wait_for(lambda: fake.calls_to("PATCH", original_of(handle)))
 
     fake.fail_next("PATCH", original_of(handle), 429, count=1, retry_after=3600)
@@ -128,11 +129,10 @@ async def test_a_long_429_gives_up_fast_and_posts_to_the_channel(harness: Harnes
 async def test_when_nothing_can_be_uploaded_the_user_gets_a_gallery_link(
     harness: Harness,
 ) -> None:
-    await harness.start(bot={"progress_interval_s": 600, "delivery_attempts": 2})
+    handle, job_id = await queued_behind_a_slow_job(
+        harness, progress_interval_s=600, delivery_attempts=2
+    )
     fake = harness.fake
-    await busy_engine(harness)
-    handle = await harness.imagine()
-    job_id = await harness.job_id(handle)
     await wait_for(lambda: fake.calls_to("PATCH", original_of(handle)))
 
     fake.fail_next("PATCH", original_of(handle), "reset", count=4)
@@ -148,11 +148,8 @@ async def test_when_nothing_can_be_uploaded_the_user_gets_a_gallery_link(
 
 
 async def test_a_gateway_drop_mid_job_still_delivers_once(harness: Harness) -> None:
-    await harness.start()
+    _, job_id = await queued_behind_a_slow_job(harness)
     fake = harness.fake
-    await busy_engine(harness)
-    handle = await harness.imagine()
-    job_id = await harness.job_id(handle)
 
     await fake.drop_gateway(code=None)
     message = await harness.delivered(job_id)
@@ -210,10 +207,7 @@ async def test_flagged_images_are_spoilered_in_age_restricted_channels(
 
 
 async def test_a_job_cut_off_by_a_restart_is_delivered_once_afterwards(harness: Harness) -> None:
-    await harness.start()
-    await busy_engine(harness)
-    handle = await harness.imagine()
-    job_id = await harness.job_id(handle)
+    handle, job_id = await queued_behind_a_slow_job(harness)
     await harness.ack_latency_s(handle)
 
     await harness.stop()

@@ -15,18 +15,21 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from tests.fakes.discord import FakeDiscord, FakeInteraction
 from tests.system.audit import audit_discord, audit_store
 from tests.system.conftest import add_users
+from tests.system.faultinject import HANG
 from tests.system.harness import Program, wait_until
 
 ACK_LIMIT_S = 3.0
 MAX_QUEUE = 40
 MAX_PER_USER = 2
 COOLDOWN_S = 1
+HOLD_S = 6  # > the (MAX_PER_USER + 1) spaced sends before the solo burst
 PEAK_RSS_LIMIT_MIB = 1536
 EPHEMERAL = 1 << 6
 RETRY_TIME = re.compile(r"in \d+ (s|min|h)")
@@ -77,6 +80,7 @@ CASES = [
 async def test_flood_is_acknowledged_in_time_bounded_and_delivered_once(
     fake: FakeDiscord,
     make_program: Callable[..., Program],
+    tmp_path: Path,
     users_n: int,
     per_user: int,
     bursts: int,
@@ -85,10 +89,14 @@ async def test_flood_is_acknowledged_in_time_bounded_and_delivered_once(
 ) -> None:
     rng = random.Random(7)
     users = add_users(fake, users_n)
+    flags = tmp_path / "flags"
+    flags.mkdir()
     program = make_program(
         fake,
         limits={"max_queue": MAX_QUEUE, "max_per_user": MAX_PER_USER, "cooldown_s": COOLDOWN_S},
         bot={"progress_interval_s": 1.0},
+        entry="tests.system.faultinject",
+        env={"IMAGINE_FAULT_DIR": str(flags), "IMAGINE_FAULT_HANG_S": str(HOLD_S)},
     )
     await program.start()
     commands = [(user, n) for user in users for n in range(per_user)]
@@ -98,9 +106,9 @@ async def test_flood_is_acknowledged_in_time_bounded_and_delivered_once(
     handles: list[FakeInteraction] = []
     peak_queue = 0
 
-    async def send(user_index: int, n: int) -> None:
+    async def send(user_index: int, n: int, prompt: str = "flood") -> None:
         user = users[user_index]
-        options = {"prompt": f"flood {user.name} {n}", "steps": 4 + n % 5, "seed": n}
+        options = {"prompt": f"{prompt} {user.name} {n}", "steps": 4 + n % 5, "seed": n}
         sent = time.time()
         handle = await fake.send_slash_command(
             fake.guild.id, fake.text_channel.id, user, "imagine", options
@@ -116,9 +124,17 @@ async def test_flood_is_acknowledged_in_time_bounded_and_delivered_once(
         peak_queue = max(peak_queue, active_jobs(program))
         await asyncio.sleep(rng.uniform(1.0, 1.5))
     # Then one user fires a whole burst at once (FAULTS 7): the cooldown and their cap refuse it.
+    # A job whose first step sleeps HOLD_S (tests/system/faultinject.py) holds the worker while
+    # that user queues their cap, spaced past the cooldown, so the burst meets both limits
+    # however fast this machine drained the bursts.
+    await send(1, per_user, prompt=f"{HANG} hold the worker")
+    for n in range(MAX_PER_USER):
+        await asyncio.sleep(COOLDOWN_S + 0.2)
+        await send(0, per_user + n)
+    await asyncio.sleep(COOLDOWN_S + 0.2)
     solo_from = len(handles)
     cpu_before = (program.cpu_s(), time.process_time())
-    await asyncio.gather(*(send(0, per_user + n) for n in range(solo)))
+    await asyncio.gather(*(send(0, per_user + MAX_PER_USER + n) for n in range(solo)))
     program.sample_rss()
     acked = await wait_until(lambda: len(callbacks(fake)) >= len(handles) and callbacks(fake), 30)
     cpu = (program.cpu_s() - cpu_before[0], time.process_time() - cpu_before[1])

@@ -52,12 +52,13 @@ def shape_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[floa
     ]
 
 
-def draw_mask(shape: str, cx: float, cy: float, r: float, size_px: int) -> np.ndarray:
-    """A boolean mask of one shape at `size_px`: pixels at least half covered (eval templates)."""
+def draw_coverage(shape: str, cx: float, cy: float, r: float, size_px: int) -> np.ndarray:
+    """How much of each pixel one shape covers (0–1), drawn as `draw` draws (eval templates)."""
     big, k = size_px * SUPERSAMPLE, SUPERSAMPLE
     image = Image.new("L", (big, big), 0)
     ImageDraw.Draw(image).polygon(shape_polygon(shape, cx * k, cy * k, r * k), fill=255)
-    return np.asarray(image.resize((size_px, size_px), Image.Resampling.BOX)) > 127
+    small = image.resize((size_px, size_px), Image.Resampling.BOX)
+    return np.asarray(small, dtype=np.float32) / 255.0
 
 
 def draw(caption: Caption, size_px: int, rng: random.Random | None = None) -> Image.Image:

@@ -151,13 +151,14 @@ def test_shipped_model_draws_what_its_captions_ask_for(shipped_pipeline, one_thr
 
 
 def test_drawn_scenes_read_back_at_the_shipped_models_32_px():
-    # At 32 px a small star is 10 px wide and sometimes reads as a circle (measured 96.75 %).
+    # At 32 px a small square is 7 px wide; read as coverage (anti-aliased edges), not as a
+    # thresholded mask, it still tells from a circle (thresholded: 82 % of small squares).
     rng = random.Random(6)
     captions = [sample_caption(rng, full=True) for _ in range(400)]
     readings = [read_image(np.asarray(draw(c, 32, rng))) for c in captions]
     shapes = sum(r.shape == c.shape for c, r in zip(captions, readings, strict=True))
     places = sum(r.position == c.position for c, r in zip(captions, readings, strict=True))
-    assert shapes >= 0.94 * len(captions) and places == len(captions)
+    assert shapes == len(captions) and places == len(captions)
 
 
 def test_recipe_settings_override_fields_and_refuse_unknown_names():

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import os
 import shutil
 import socket
 import threading
+import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 import waitress
 from PIL import Image
 
-from engine import GenerationRequest, Requester, read_parameters
+from engine import Finished, GenerationRequest, Requester, read_parameters
+from engine.demo import read_image
+from engine.demo.evaluate import MODEL_DIR
+from tests.conftest import wait_done
 from tests.web.conftest import Site
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -37,6 +45,17 @@ PROMPTS = [
     "a cat wearing a tiny crown",
 ]
 
+# Prompts the demo model understands (README: "The demo model"), for the gallery screenshot.
+DEMO_PROMPTS = [
+    "a small yellow star at the top on a black background",
+    "a large green triangle on a white background",
+    "a white circle at the left on a red background",
+    "a large blue square in the center on a yellow background",
+    "a small black triangle at the right on a green background",
+    "a large white star on a blue background",
+    "a green square at the bottom on a black background",
+]
+
 pytestmark = [
     pytest.mark.timeout(240),
     pytest.mark.skipif(
@@ -51,19 +70,28 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@contextmanager
+def serving(site: Site) -> Iterator[str]:
+    """Serve the gallery with waitress on a free 127.0.0.1 port; yield its base URL."""
+    port = _free_port()
+    wsgi = waitress.create_server(site.app, host="127.0.0.1", port=port, threads=8)
+    thread = threading.Thread(target=wsgi.run, name="test-waitress", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        wsgi.close()
+        thread.join(10)
+
+
 @pytest.fixture
 def server(make_site) -> Iterator[tuple[str, Site]]:  # type: ignore[no-untyped-def]
     site = make_site(
         engine={"preview_every_steps": 1},
         limits={"default_steps": 12, "max_per_user": 50},
     )
-    port = _free_port()
-    wsgi = waitress.create_server(site.app, host="127.0.0.1", port=port, threads=8)
-    thread = threading.Thread(target=wsgi.run, name="test-waitress", daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}", site
-    wsgi.close()
-    thread.join(10)
+    with serving(site) as base:
+        yield base, site
 
 
 def test_generate_in_a_browser_then_find_and_download_the_image(server, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -132,5 +160,52 @@ def test_generate_in_a_browser_then_find_and_download_the_image(server, tmp_path
             assert not [e for e in errors if "Content Security Policy" in e], errors
         finally:
             browser.close()
+
+
+def test_demo_model_draws_the_prompt_from_the_form_and_the_gallery_shows_it_crisp(
+    make_site,  # type: ignore[no-untyped-def]
+) -> None:
+    """What `make run` shows: the shipped demo model at the engine's default steps and guidance."""
+    from playwright.sync_api import sync_playwright
+
+    site = make_site(engine={"model": str(MODEL_DIR)}, limits={"default_steps": 25})
+    visitor = Requester(source="web", user_id="visitor", name="visitor")
+    for index, prompt in enumerate(DEMO_PROMPTS):
+        job = site.running.bridge.submit(GenerationRequest(prompt, seed=index), visitor)
+        done = asyncio.run_coroutine_threadsafe(
+            wait_done(site.running.engine, job.id), site.running.loop
+        )
+        assert isinstance(done.result(120), Finished)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with serving(site) as base, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            page.goto(f"{base}/generate")
+            page.fill("#prompt", "a large red circle on a blue background")
+            page.click("button[type=submit].big")
+            page.wait_for_url("**/jobs/*")
+            page.wait_for_selector(".results img", timeout=60_000)
+            source = page.get_attribute(".results img", "src")
+            with urllib.request.urlopen(f"{base}{source}", timeout=10) as response:
+                image = Image.open(io.BytesIO(response.read())).convert("RGB")
+            assert image.size == (32, 32)
+            reading = read_image(np.asarray(image))
+            assert (reading.colour, reading.shape, reading.background) == ("red", "circle", "blue")
+
+            page.goto(f"{base}/")
+            page.wait_for_selector(".grid img")
+            assert page.locator(".card").count() == len(DEMO_PROMPTS) + 1
+            shown = page.eval_on_selector_all(
+                ".grid img",
+                "els => els.map(e => [e.naturalWidth, e.clientWidth,"
+                " getComputedStyle(e).imageRendering])",
+            )
+            # 32 px images drawn several times larger, pixelated rather than smeared.
+            assert all(natural == 32 and width >= 128 for natural, width, _ in shown), shown
+            assert {rendering for _, _, rendering in shown} == {"pixelated"}, shown
+            page.screenshot(path=str(ARTIFACTS / "gallery-demo.png"), full_page=False)
+        finally:
+            browser.close()
     if os.environ.get("IMAGINE_UPDATE_DOCS") == "1":  # refresh the README's screenshot on request
-        shutil.copyfile(ARTIFACTS / "gallery.png", DOCS_SHOT)
+        shutil.copyfile(ARTIFACTS / "gallery-demo.png", DOCS_SHOT)

@@ -152,7 +152,7 @@ def test_shipped_model_draws_what_its_captions_ask_for(shipped_pipeline, one_thr
 
 def test_drawn_scenes_read_back_at_the_shipped_models_32_px():
     # At 32 px a small square is 7 px wide; read as coverage (anti-aliased edges), not as a
-    # thresholded mask, it still tells from a circle (thresholded: 82 % of small squares).
+    # thresholded mask, it still tells from a circle (thresholded masks read 82.5 % of squares).
     rng = random.Random(6)
     captions = [sample_caption(rng, full=True) for _ in range(400)]
     readings = [read_image(np.asarray(draw(c, 32, rng))) for c in captions]

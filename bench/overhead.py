@@ -111,8 +111,8 @@ def lines(data: dict[str, Any]) -> list[str]:
     """Return the RESULTS.md lines for one run."""
     out = [
         f"Tiny SD-2-shaped model, {STEPS} steps DPM++ 2M, one image per job; bare and engine "
-        "alternate job by job (A/B, B/A); torch.set_num_threads(1) (2 shared cores, other "
-        "engineers' tests and a training job running). CPU = process CPU time, all threads.",
+        "alternate job by job (A/B, B/A); torch.set_num_threads(1) (2 shared cores: other work "
+        "may run, see the load average above). CPU = process CPU time, all threads.",
         "",
         "| size | jobs | bare wall s | engine wall s | wall ratio | paired | CPU ratio "
         "| overhead/job (wall, CPU) | first progress | first preview |",

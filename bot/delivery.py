@@ -210,6 +210,7 @@ class Delivery:
         self.poster = Poster(client, settings.bot.delivery_attempts)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._finishing: set[str] = set()
+        self._closed = False
 
     def apply(self, settings: Settings) -> None:
         """Use reloaded settings for the next edits and deliveries."""
@@ -223,6 +224,12 @@ class Delivery:
 
     def follow(self, job_id: str, target: Target) -> None:
         """Start following a job (once) until it is delivered."""
+        if self._closed:
+            # A command still being answered at shutdown: its job stays queued and undelivered
+            # in the store, and `resume` follows it after the restart. Following it now would
+            # post through a client that is closing ("Session is closed").
+            log.info("not following job %s: shutting down, delivered after the restart", job_id)
+            return
         if job_id in self._tasks:
             return
         task = asyncio.create_task(self._follow(job_id, target), name=f"deliver-{job_id}")
@@ -246,6 +253,7 @@ class Delivery:
 
     async def close(self) -> None:
         """Stop following (queued jobs are picked up again by `resume` after a restart)."""
+        self._closed = True
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()

@@ -233,3 +233,25 @@ async def test_a_result_finished_while_the_bot_was_away_is_delivered_at_start(
     message = await harness.delivered(job_id)
 
     assert results_of(harness, job_id) == [message]
+
+
+async def test_a_command_answered_while_shutting_down_is_delivered_once_after_the_restart(
+    harness: Harness,
+) -> None:
+    # Shutdown closes delivery before the client's HTTP session; a command still being answered
+    # in between must not post through the closing session (it failed: "Session is closed").
+    await harness.start()
+    assert harness.bot is not None and harness.engine is not None
+    engine = harness.engine
+    await harness.bot.delivery.close()
+    handle = await harness.imagine()
+    job_id = await harness.job_id(handle)
+    await harness.ack_latency_s(handle)
+    await wait_for(lambda: engine.job(job_id).state == "done", 30)
+    assert results_of(harness, job_id) == [] and engine.job(job_id).delivered_at is None
+
+    await harness.restart_bot()
+    message = await harness.delivered(job_id)
+
+    assert message.id == harness.fake.original_response(handle.token).id
+    assert results_of(harness, job_id) == [message]

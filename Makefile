@@ -17,11 +17,12 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# `make run ARGS="--port 8001"` passes options to the program.
 run: $(STAMP)
-	$(BIN)/python -m bot $(if $(wildcard config.toml),--config config.toml,)
+	$(BIN)/python -m bot $(if $(wildcard config.toml),--config config.toml,) $(ARGS)
 
 web: $(STAMP)
-	$(BIN)/python -m web $(if $(wildcard config.toml),--config config.toml,)
+	$(BIN)/python -m web $(if $(wildcard config.toml),--config config.toml,) $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,4 +1,4 @@
-"""`python -m bot [--config PATH]`: the main program (engine, gallery and Discord)."""
+"""`python -m bot [--config PATH] [--port N]`: the main program (engine, gallery and Discord)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the program; return the exit code."""
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
     parser.add_argument("--config", metavar="PATH", help="config.toml (defaults when left out)")
-    return run(parser.parse_args(argv).config)
+    parser.add_argument("--port", type=int, help="serve the gallery on this port (web.port)")
+    args = parser.parse_args(argv)
+    return run(args.config, {"web": {"port": args.port}} if args.port is not None else None)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from engine import (
     ConfigError,
     Engine,
     ModelUnavailable,
+    Overrides,
     Settings,
     Store,
     load_settings,
@@ -28,16 +29,16 @@ EXIT_OK = 0
 EXIT_FATAL = 2
 
 
-def main(config_path: str | None) -> int:
+def main(config_path: str | None, overrides: Overrides | None = None) -> int:
     """Load the config and run until SIGTERM/SIGINT; return the exit code."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        settings = load_settings(config_path)
+        settings = load_settings(config_path, overrides=overrides)
     except ConfigError as error:
         return fatal(f"config error: {error}")
-    return asyncio.run(Runtime(settings, config_path).run())
+    return asyncio.run(Runtime(settings, config_path, overrides).run())
 
 
 def fatal(line: str) -> int:
@@ -49,9 +50,12 @@ def fatal(line: str) -> int:
 class Runtime:
     """One process: config → store → engine → gallery → Discord client."""
 
-    def __init__(self, settings: Settings, config_path: str | None) -> None:
+    def __init__(
+        self, settings: Settings, config_path: str | None, overrides: Overrides | None = None
+    ) -> None:
         self.settings = settings
         self.config_path = config_path
+        self.overrides = overrides
         self.engine = Engine(
             settings, Store(settings.engine.data_dir, settings.engine.busy_timeout_s)
         )
@@ -141,7 +145,7 @@ class Runtime:
             log.info("config reloaded from %s", result.source or "defaults")
 
     def _reload_settings(self) -> Settings | ConfigError:
-        result = reload_settings(self.config_path)
+        result = reload_settings(self.config_path, self.overrides)
         if isinstance(result, Settings):
             self.engine.reload(result)
             self.settings = result

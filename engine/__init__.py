@@ -1,7 +1,7 @@
 """imagine's engine: requests, queue, limits, moderation, pipeline, store and config."""
 
 from engine.bridge import EngineBridge
-from engine.config import BUILTIN_DEMO, BUILTIN_TINY, SD21, Settings
+from engine.config import BUILTIN_DEMO, BUILTIN_TINY, SD21, Overrides, Settings
 from engine.config import load as load_settings
 from engine.config import try_reload as reload_settings
 from engine.engine import Engine, EngineStatus, JobView, upscale_size
@@ -70,6 +70,7 @@ __all__ = [
     "ModelUnavailable",
     "NotFound",
     "OutOfMemory",
+    "Overrides",
     "Parameters",
     "Progress",
     "QueueFull",

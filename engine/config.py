@@ -168,35 +168,54 @@ class Settings:
 
     @property
     def data_path(self) -> Path:
-        """Return the data folder (SQLite, images, built models)."""
+        """Return the data folder (SQLite, images, built models); always absolute."""
         return Path(self.engine.data_dir)
 
 
 T = TypeVar("T")
 
 
+Overrides = typing.Mapping[str, typing.Mapping[str, Any]]
+
+
 def load(
-    path: str | os.PathLike[str] | None, env: typing.Mapping[str, str] | None = None
+    path: str | os.PathLike[str] | None,
+    env: typing.Mapping[str, str] | None = None,
+    overrides: Overrides | None = None,
 ) -> Settings:
-    """Load and validate a config file; None gives the offline defaults. Raise ConfigError."""
+    """Load and validate a config file; None gives the offline defaults. Raise ConfigError.
+
+    `overrides` (from the command line, e.g. `--port`) replace keys of the file, table by table,
+    and are checked like the file's own values.
+    """
     env = os.environ if env is None else env
     raw: dict[str, Any] = {}
+    base = Path.cwd()
     if path is not None:
         raw = _read_toml(Path(path))
-    settings = from_mapping(raw, env)
+        base = Path(path).absolute().parent
+    for table, values in (overrides or {}).items():
+        section = raw.setdefault(table, {})
+        if isinstance(section, dict):
+            section.update(values)
+    settings = from_mapping(raw, env, base)
     return dataclasses.replace(settings, source=str(path) if path else "")
 
 
-def try_reload(path: str | os.PathLike[str] | None) -> Settings | ConfigError:
+def try_reload(
+    path: str | os.PathLike[str] | None, overrides: Overrides | None = None
+) -> Settings | ConfigError:
     """Return new settings, or the error that keeps the old ones in force."""
     try:
-        return load(path)
+        return load(path, overrides=overrides)
     except ConfigError as error:
         return error
 
 
-def from_mapping(raw: dict[str, Any], env: typing.Mapping[str, str]) -> Settings:
-    """Validate a parsed TOML mapping."""
+def from_mapping(
+    raw: dict[str, Any], env: typing.Mapping[str, str], base: Path | None = None
+) -> Settings:
+    """Validate a parsed TOML mapping; relative paths resolve against `base` (default: cwd)."""
     sections = {
         f.name: f for f in dataclasses.fields(Settings) if f.name not in ("secrets", "source")
     }
@@ -208,9 +227,38 @@ def from_mapping(raw: dict[str, Any], env: typing.Mapping[str, str]) -> Settings
             raise ConfigError(name, f"expected a table [{name}], got {_kind(value)}")
         cls = typing.get_type_hints(Settings)[name]
         built[name] = _build(cls, value, name)
-    settings = Settings(**built)
+    settings = _resolve_paths(Settings(**built), base or Path.cwd())
     _check_consistency(settings)
     return dataclasses.replace(settings, secrets=_secrets(settings, env))
+
+
+def _resolve_paths(settings: Settings, base: Path) -> Settings:
+    """Make the data folder and local model paths absolute, once, here.
+
+    A relative `data_dir` is relative to the config file's folder (or the working directory
+    without a file); nothing downstream ever sees a relative path, so Flask's `send_file` (which
+    resolves against the app's own folder) and a program started elsewhere agree on the files.
+    """
+    engine = settings.engine
+    changes: dict[str, Any] = {"data_dir": str(_absolute(engine.data_dir, base))}
+    if _is_local_path(engine.model, base):
+        changes["model"] = str(_absolute(engine.model, base))
+    if engine.safety_checker and _is_local_path(engine.safety_checker, base):
+        changes["safety_checker"] = str(_absolute(engine.safety_checker, base))
+    return dataclasses.replace(settings, engine=dataclasses.replace(engine, **changes))
+
+
+def _absolute(value: str, base: Path) -> Path:
+    return Path(os.path.abspath(base / Path(value).expanduser()))
+
+
+def _is_local_path(value: str, base: Path) -> bool:
+    """Tell a local file or folder from a hub id ("org/name") or a builtin model."""
+    if value.startswith(("builtin:", "http://", "https://")):
+        return False
+    if value.startswith((".", "~", "/")):
+        return True
+    return (base / value).exists()
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -76,6 +76,7 @@ CREATE TABLE IF NOT EXISTS images (
 CREATE INDEX IF NOT EXISTS images_job ON images(job_id, idx);
 CREATE INDEX IF NOT EXISTS images_author ON images(author_id, n);
 CREATE INDEX IF NOT EXISTS images_source ON images(source, n);
+CREATE INDEX IF NOT EXISTS images_author_name ON images(author_name COLLATE NOCASE, n);
 CREATE INDEX IF NOT EXISTS images_created ON images(created_at);
 CREATE VIRTUAL TABLE IF NOT EXISTS images_fts USING fts5(
     prompt, negative_prompt, content='images', content_rowid='n', tokenize='unicode61'
@@ -205,6 +206,7 @@ class ImageQuery:
     text: str = ""
     source: str | None = None
     author_id: str | None = None
+    author_name: str | None = None
     since: float | None = None
     until: float | None = None
     favourites_of: str | None = None
@@ -222,7 +224,7 @@ class Store:
     """SQLite database plus the images folder under one data directory."""
 
     def __init__(self, data_dir: str | os.PathLike[str], busy_timeout_s: float = 10.0) -> None:
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(os.path.abspath(data_dir))  # settings give it absolute already
         self.images_dir = self.data_dir / "images"
         self.db_path = self.data_dir / "imagine.sqlite3"
         self.busy_timeout_s = busy_timeout_s
@@ -549,6 +551,9 @@ class Store:
             if value:
                 clauses.append(f"images.{column} = ?")
                 params.append(value)
+        if query.author_name:
+            clauses.append("images.author_name = ? COLLATE NOCASE")
+            params.append(query.author_name)
         if query.since is not None:
             clauses.append("images.created_at >= ?")
             params.append(query.since)

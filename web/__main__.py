@@ -1,4 +1,4 @@
-"""`python -m web [--config PATH]`: the engine and the gallery, without Discord."""
+"""`python -m web [--config PATH] [--port N]`: the engine and the gallery, without Discord."""
 
 from __future__ import annotations
 
@@ -30,10 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     """Load settings, start the engine on its own loop thread, serve the gallery."""
     parser = argparse.ArgumentParser(prog="python -m web", description=__doc__)
     parser.add_argument("--config", help="config.toml (default: offline defaults)")
+    parser.add_argument("--port", type=int, help="serve the gallery on this port (web.port)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    overrides = {"web": {"port": args.port}} if args.port is not None else None
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(args.config, overrides=overrides)
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return 2

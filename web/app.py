@@ -96,6 +96,7 @@ def create_app(settings: Settings, engine_bridge: EngineBridge, store: Store) ->
 def _template_globals() -> dict[str, Any]:
     context = ctx()
     return {
+        "model": context.model(),
         "web": context.settings.web,
         "limits": context.settings.limits,
         "is_admin": context.access.is_admin(),

@@ -16,7 +16,9 @@ from web.fields import parse_day
 bp = Blueprint("gallery", __name__)
 
 SOURCES = ("discord", "web")
-FILTER_KEYS = ("q", "source", "author", "since", "until", "favourites")
+FILTER_KEYS = ("q", "source", "author", "author_name", "since", "until", "favourites")
+# Filters folded behind "Filters" on narrow screens; open when one of them is in use.
+NARROWING_KEYS = ("source", "author_name", "since", "until", "favourites")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ def query_from(args: Mapping[str, str], context: Context, limit: int) -> ImageQu
         text=args.get("q", "")[:200],
         source=source,
         author_id=args.get("author", "").strip()[:100] or None,
+        author_name=args.get("author_name", "").strip()[:100] or None,
         since=parse_day(args.get("since"), "since"),
         until=parse_day(args.get("until"), "until", end=True),
         favourites_of=favourites_of,
@@ -68,7 +71,10 @@ def index() -> ResponseReturnValue:
     try:
         query = query_from(args, context, context.settings.web.page_size)
     except InvalidRequest as error:
-        return render_template("gallery.html", page=Page([], None), args=args, error=error), 400
+        html = render_template(
+            "gallery.html", page=Page([], None), args=args, error=error, is_narrowed=True
+        )
+        return html, 400
     page = fetch(query, context)
     next_url = None
     if page.next_cursor is not None:
@@ -82,5 +88,19 @@ def index() -> ResponseReturnValue:
         next_url=next_url,
         is_first_page=not args["cursor"],
         is_filtered=is_filtered,
+        is_narrowed=any(args[k] for k in NARROWING_KEYS),
+        author_shown=_author_shown(args, page),
+        without_author=urlencode(
+            {k: v for k, v in args.items() if v and k not in ("author", "cursor")}
+        ),
         error=None,
     )
+
+
+def _author_shown(args: Mapping[str, str], page: Page) -> str:
+    """Return the name of the author the grid is narrowed to by a link (author=<id>)."""
+    author = args.get("author", "")
+    if not author:
+        return ""
+    named = [image.author_name for image in page.images if image.author_id == author]
+    return named[0] if named and named[0] else author

@@ -25,6 +25,8 @@ from engine import (
     Queued,
     Started,
 )
+from engine.demo import EXAMPLES as DEMO_EXAMPLES
+from engine.demo import GRAMMAR as DEMO_GRAMMAR
 from web.context import ctx
 from web.errors import answer_for
 from web.fields import from_form, prefill
@@ -40,6 +42,7 @@ JOB_ID_CHARS = set("0123456789abcdef")
 
 def _form(values: dict[str, str], errors: dict[str, str], status: int = 200) -> Any:
     is_open = any(name in errors for name in ADVANCED) or any(values.get(n) for n in ADVANCED)
+    is_demo = ctx().model().is_demo
     html = render_template(
         "generate.html",
         values=values,
@@ -48,6 +51,9 @@ def _form(values: dict[str, str], errors: dict[str, str], status: int = 200) -> 
         nonce=new_nonce(),
         schedulers=SCHEDULERS,
         aspects=ASPECTS,
+        # The demo model only draws its caption grammar: show it, and prompts it draws well.
+        demo_grammar=DEMO_GRAMMAR if is_demo else None,
+        demo_examples=DEMO_EXAMPLES if is_demo else (),
     )
     return html, status
 

@@ -206,6 +206,7 @@ def document(settings: Settings) -> dict[str, Any]:
                         _query("q", "Words in the prompt (all must match; the last is a prefix)"),
                         _query("source", "discord or web"),
                         _query("author", "The author's id"),
+                        _query("author_name", "The author's name (any case)"),
                         _query("since", "First day, YYYY-MM-DD (UTC)"),
                         _query("until", "Last day, YYYY-MM-DD (UTC)"),
                         _query("favourites", "1: only this client's favourites"),

@@ -5,6 +5,8 @@ Importing this package needs no torch; training and evaluation import it when th
 
 from engine.demo.captions import (
     COLOURS,
+    EXAMPLES,
+    GRAMMAR,
     HELD_OUT_PAIRS,
     POSITIONS,
     SHAPES,
@@ -16,6 +18,8 @@ from engine.demo.classify import Reading, read_image
 
 __all__ = [
     "COLOURS",
+    "EXAMPLES",
+    "GRAMMAR",
     "HELD_OUT_PAIRS",
     "POSITIONS",
     "SHAPES",

@@ -28,6 +28,16 @@ POSITION_PHRASES = {
     "bottom": "at the bottom",
     "center": "in the center",
 }
+# What the gallery's generate form shows when the demo model runs (it can't draw anything else).
+GRAMMAR = (
+    "a [small|large] <colour> <shape> [at the left|at the right|at the top|at the bottom|"
+    "in the center] on a <colour> background"
+)
+EXAMPLES = (
+    "a large red circle on a blue background",
+    "a small yellow star at the top on a black background",
+    "a green triangle at the left on a white background",
+)
 # Colour–shape pairs never shown in training: the eval measures how the model generalises to them.
 HELD_OUT_PAIRS = frozenset(
     {("red", "star"), ("blue", "triangle"), ("yellow", "circle"), ("white", "square")}

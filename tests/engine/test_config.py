@@ -104,3 +104,37 @@ def test_reload_of_a_good_file_returns_settings(tmp_path: Path) -> None:
     result = reload_settings(path)
     assert not isinstance(result, ConfigError)
     assert result.limits.max_steps == 40
+
+
+def test_a_relative_data_dir_is_beside_the_config_file(tmp_path: Path) -> None:
+    folder = tmp_path / "deploy"
+    folder.mkdir()
+    path = write(folder, '[engine]\ndata_dir = "state"\n')
+    settings = load_settings(path, env={})
+    assert settings.engine.data_dir == str(folder / "state")
+    assert settings.data_path.is_absolute()
+
+
+def test_without_a_file_the_data_dir_is_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(None, env={})
+    assert settings.data_path == tmp_path / "data"
+
+
+def test_local_model_paths_resolve_and_hub_ids_stay(tmp_path: Path) -> None:
+    (tmp_path / "models" / "mine").mkdir(parents=True)
+    local = load_settings(write(tmp_path, '[engine]\nmodel = "models/mine"\n'), env={})
+    assert local.engine.model == str(tmp_path / "models" / "mine")
+    dotted = load_settings(write(tmp_path, '[engine]\nmodel = "./elsewhere"\n'), env={})
+    assert dotted.engine.model == str(tmp_path / "elsewhere")
+    hub = load_settings(write(tmp_path, '[engine]\nmodel = "sd2-community/x"\n'), env={})
+    assert hub.engine.model == "sd2-community/x"
+
+
+def test_command_line_overrides_are_checked_like_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "[web]\nport = 8000\n")
+    assert load_settings(path, env={}, overrides={"web": {"port": 8123}}).web.port == 8123
+    with pytest.raises(ConfigError, match=r"web\.port"):
+        load_settings(path, env={}, overrides={"web": {"port": 70000}})

@@ -84,6 +84,24 @@ def serving(site: Site) -> Iterator[str]:
         thread.join(10)
 
 
+def assert_images_drawn(page) -> None:  # type: ignore[no-untyped-def]
+    """Fail when any <img> on the page did not load (a broken image, not only a 404)."""
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")  # lazy images load too
+    page.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=15_000)
+    broken = page.eval_on_selector_all(
+        "img[src]:not([hidden])",
+        "els => els.filter(e => !(e.complete && e.naturalWidth > 0)).map(e => e.src)",
+    )
+    assert broken == [], broken
+
+
+def watch_failures(page) -> list[str]:  # type: ignore[no-untyped-def]
+    """Collect every response of 400 or more the page gets (images, scripts, styles)."""
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    return failed
+
+
 @pytest.fixture
 def server(make_site) -> Iterator[tuple[str, Site]]:  # type: ignore[no-untyped-def]
     site = make_site(
@@ -105,6 +123,7 @@ def test_generate_in_a_browser_then_find_and_download_the_image(server, tmp_path
             page = browser.new_page(viewport={"width": 1280, "height": 860}, accept_downloads=True)
             errors: list[str] = []
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            failed = watch_failures(page)
             # A Discord job ahead keeps the first web job waiting while its page subscribes.
             owner = Requester(source="discord", user_id="42", name="discord-user")
             site.running.bridge.submit(
@@ -125,12 +144,15 @@ def test_generate_in_a_browser_then_find_and_download_the_image(server, tmp_path
                 page.wait_for_selector(".results img", timeout=60_000)
             job_url = page.url
             assert "Done" in page.inner_text("#job-status")
+            assert_images_drawn(page)
             page.screenshot(path=str(ARTIFACTS / "job.png"), full_page=True)
 
             page.goto(f"{base}/")
             page.wait_for_selector(".grid img")
             cards = page.locator(".card")
             assert cards.count() == len(PROMPTS) + 1
+            page.wait_for_load_state("load")
+            assert_images_drawn(page)
             page.screenshot(path=str(ARTIFACTS / "gallery.png"), full_page=False)
             page.emulate_media(color_scheme="dark")
             page.screenshot(path=str(ARTIFACTS / "gallery-dark.png"), full_page=False)
@@ -146,6 +168,7 @@ def test_generate_in_a_browser_then_find_and_download_the_image(server, tmp_path
             page.click(".card a")
             page.wait_for_url("**/images/*")
             assert "a cat wearing a tiny crown" in page.inner_text("h1")
+            assert_images_drawn(page)
             page.screenshot(path=str(ARTIFACTS / "image.png"), full_page=True)
 
             with page.expect_download() as info:
@@ -158,6 +181,7 @@ def test_generate_in_a_browser_then_find_and_download_the_image(server, tmp_path
                 assert image.format == "PNG"
             assert job_url
             assert not [e for e in errors if "Content Security Policy" in e], errors
+            assert failed == [], failed
         finally:
             browser.close()
 

@@ -134,3 +134,38 @@ def test_sensitive_images_are_hidden_when_configured(make_site) -> None:  # type
     assert client.get(f"/images/{flagged.id}").status_code == 404
     assert client.get(f"/files/{flagged.id}.png").status_code == 404
     assert client.get(f"/api/v1/images/{flagged.id}").status_code == 404
+
+
+def test_gallery_filters_by_author_name_in_any_case(site: Site) -> None:
+    alice, _ = seed_images(
+        site.store,
+        make_image(source="discord", author_id="123", author_name="Alice"),
+        make_image(source="discord", author_id="456", author_name="bob"),
+    )
+    html = site.client().get("/?author_name=alice").get_data(as_text=True)
+    assert _ids(html) == [alice.id]
+
+
+def test_an_author_link_narrows_the_grid_and_says_whose_images(site: Site) -> None:
+    alice, _ = seed_images(
+        site.store,
+        make_image(source="discord", author_id="123", author_name="alice"),
+        make_image(source="web", author_id="w9", author_name="web-w9"),
+    )
+    client = site.client()
+    html = client.get("/").get_data(as_text=True)
+    assert 'href="/?source=discord&amp;author=123"' in html  # every card links its author
+    narrowed = client.get("/?source=discord&author=123").get_data(as_text=True)
+    assert _ids(narrowed) == [alice.id]
+    assert "Images by alice" in narrowed
+
+
+def test_filters_past_the_search_box_fold_behind_one_control(site: Site) -> None:
+    html = site.client().get("/").get_data(as_text=True)
+    folded = html[html.index('<details class="more"') : html.index("</details>")]
+    for name in ("source", "author_name", "since", "until", "favourites"):
+        assert f'name="{name}"' in folded
+    assert "<summary>Filters</summary>" in folded and "Author id" not in html
+    assert '<details class="more" open>' in site.client().get("/?author_name=x").get_data(
+        as_text=True
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.web.conftest import Site, form_tokens, wait_job
@@ -216,3 +218,25 @@ def test_someone_elses_job_cannot_be_cancelled(site: Site, make_request, make_re
 def test_unknown_job_is_404(client, job_id: str) -> None:  # type: ignore[no-untyped-def]
     assert client.get(f"/jobs/{job_id}").status_code == 404
     assert client.get(f"/api/v1/jobs/{job_id}").status_code == 404
+
+
+def test_the_demo_model_form_shows_its_grammar_and_clickable_examples(make_site) -> None:  # type: ignore[no-untyped-def]
+    from engine.demo import EXAMPLES, GRAMMAR
+
+    client = make_site(engine={"model": "builtin:demo"}).client()
+    html = client.get("/generate").get_data(as_text=True)
+    assert f'placeholder="{EXAMPLES[0]}"' in html
+    assert GRAMMAR.replace("<", "&lt;").replace(">", "&gt;") in html
+    links = re.findall(r'<a href="(/generate\?prompt=[^"]+)">', html)
+    assert len(links) == len(EXAMPLES)
+    prefilled = client.get(links[1].replace("&amp;", "&")).get_data(as_text=True)
+    assert f">{EXAMPLES[1]}</textarea>" in prefilled
+    assert "demo model" in html[html.index("<footer") :]
+
+
+def test_another_model_keeps_a_free_example_and_names_itself_in_the_footer(client) -> None:  # type: ignore[no-untyped-def]
+    html = client.get("/generate").get_data(as_text=True)
+    assert "lighthouse" in html and 'id="demo-guide"' not in html
+    footer = html[html.index("<footer") :]
+    assert "Made with" in footer and "tiny" in footer  # the tests' model folder is named tiny
+    assert "Stable Diffusion 2.1" not in footer and "random tiny model" not in footer

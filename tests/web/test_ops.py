@@ -70,3 +70,11 @@ def test_each_app_has_its_own_registry(site: Site) -> None:
     other = create_app(site.running.settings, site.running.bridge, site.store)
     assert other.test_client().get("/metrics").status_code == 200
     assert site.client().get("/metrics").status_code == 200
+
+
+def test_favicon_is_served_so_no_page_load_gets_a_404(client) -> None:  # type: ignore[no-untyped-def]
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301
+    with client.get(response.headers["Location"]) as icon:
+        assert icon.status_code == 200 and icon.mimetype == "image/svg+xml"
+    assert 'rel="icon"' in client.get("/").get_data(as_text=True)

@@ -61,6 +61,11 @@ function followJob(section) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  // Wide screens have room for every filter; phones keep them folded behind "Filters".
+  const filters = document.querySelector(".filters details.more");
+  if (filters && window.matchMedia("(min-width: 700px)").matches) {
+    filters.open = true;
+  }
   for (const form of document.querySelectorAll("form[data-once], form[data-confirm]")) {
     once(form);
   }

@@ -140,7 +140,8 @@ class EngineSide:
     @property
     def pipe(self) -> Any:
         """Return the engine's diffusers pipeline (for instrumentation only)."""
-        return self.engine.pipeline._txt2img
+        worker = self.engine.workers[0]
+        return worker.pipeline(self.engine.registry.default_name).diffusers
 
     async def generate(self, batch: list[Work], user_prefix: str = "bench") -> list[Outcome]:
         """Submit every work item as its own job at once; follow all to their end."""

@@ -140,7 +140,7 @@ def web_timings(folder: Path, data_dir: Path, ids: list[str]) -> dict[str, Any]:
     engine = Engine(settings, store)
     asyncio.run_coroutine_threadsafe(engine.start(), loop).result(120)
     try:
-        app = create_app(settings, EngineBridge(engine, loop), store)
+        app = create_app(settings, EngineBridge(engine, loop))
         client = app.test_client()
         image_id = random.Random(8).choice(ids)
         urls = {

@@ -2,7 +2,7 @@
 
 from bot.client import ImagineBot
 from bot.delivery import Delivery, Target
-from bot.runtime import Runtime, main
+from bot.runtime import Runtime
 from bot.views import ResultButton
 
-__all__ = ["Delivery", "ImagineBot", "ResultButton", "Runtime", "Target", "main"]
+__all__ = ["Delivery", "ImagineBot", "ResultButton", "Runtime", "Target"]

@@ -1,11 +1,19 @@
-"""`python -m bot [--config PATH] [--port N]`: the main program (engine, gallery and Discord)."""
+"""`python -m bot [--config PATH] [--port N]`: the main program (engine, gallery and Discord).
+
+Wires the parts together, nothing more: config → store → engine (its workers) → gallery →
+Discord client, run by `bot.runtime.Runtime`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import sys
 
-from bot.runtime import main as run
+from bot.runtime import Runtime, fatal
+from engine import ConfigError, Engine, EngineBridge, Store, load_settings
+from web import GalleryServer, serve_gallery
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,7 +22,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", metavar="PATH", help="config.toml (defaults when left out)")
     parser.add_argument("--port", type=int, help="serve the gallery on this port (web.port)")
     args = parser.parse_args(argv)
-    return run(args.config, {"web": {"port": args.port}} if args.port is not None else None)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    overrides = {"web": {"port": args.port}} if args.port is not None else None
+    try:
+        settings = load_settings(args.config, overrides=overrides)
+    except ConfigError as error:
+        return fatal(f"config error: {error}")
+    engine = Engine(settings, Store(settings.engine.data_dir, settings.engine.busy_timeout_s))
+
+    def gallery(bridge: EngineBridge) -> GalleryServer:
+        return serve_gallery(settings, bridge)
+
+    return asyncio.run(Runtime(settings, engine, gallery, args.config, overrides).run())
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
-"""The Discord client: commands, persistent buttons, and the flow from interaction to job."""
+"""The Discord client: lifecycle, the one error path, and the flow from interaction to job.
+
+Each feature is an extension with one Cog: `bot.imagine` (/imagine and the result buttons),
+`bot.queue` (/queue, /cancel, /status) and `bot.moderation` (/mod). They talk to the engine
+through this client; every refusal goes through `replies.text_for`.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -12,19 +16,17 @@ from typing import Any
 import aiohttp
 import discord
 from discord import app_commands
+from discord.ext import commands
 
-from bot import checks, commands, replies
+from bot import checks, replies
 from bot.delivery import NO_MENTIONS, Delivery, Target
 from bot.endpoints import point_discord_py_at
 from bot.views import ResultButton
-from engine import ConfigError, Engine, Forbidden, GenerationRequest, Settings
+from engine import ConfigError, Engine, GenerationRequest, Settings
 
 log = logging.getLogger(__name__)
 
-# The engine decides every refusal before its first await, so a refusal is back at once and
-# answered ephemerally; an accepted job then waits only for its SQLite insert. Defer when that
-# takes longer than this, so Discord's 3 s deadline is never at risk.
-ACK_WAIT_S = 0.1
+EXTENSIONS = ("bot.imagine", "bot.queue", "bot.moderation")
 
 Reloader = Callable[[], Settings | ConfigError]
 
@@ -32,7 +34,7 @@ Reloader = Callable[[], Settings | ConfigError]
 HTTP_CONNECTIONS = 32
 
 
-class ImagineBot(discord.Client):
+class ImagineBot(commands.Bot):
     """A Discord client that turns interactions into engine jobs and delivers the results."""
 
     def __init__(
@@ -51,15 +53,14 @@ class ImagineBot(discord.Client):
         # discord.py's default pool is unbounded: a burst of 2,000 interactions opened 2,000
         # connections. A bounded pool reuses them (must be made on the running loop).
         options.setdefault("connector", aiohttp.TCPConnector(limit=HTTP_CONNECTIONS))
-        super().__init__(**options)
+        # Slash commands only: no prefix commands, so no message content is ever read.
+        super().__init__(command_prefix=commands.when_mentioned, help_command=None, **options)
         self.settings = settings
         self.engine = engine
         self.delivery = Delivery(self, engine, settings, clock)
-        self.tree = app_commands.CommandTree(self)
         self.tree.on_error = self._on_command_error  # type: ignore[method-assign]
         self._reload = reload
         self._restore_endpoints: Callable[[], None] | None = None
-        commands.register(self)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -72,10 +73,12 @@ class ImagineBot(discord.Client):
         await super().login(token)
 
     async def setup_hook(self) -> None:
-        """Register persistent buttons, sync commands, pick up jobs from before a restart."""
+        """Load the features, register persistent buttons, sync commands, resume deliveries."""
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
         self.add_dynamic_items(ResultButton)
         await self._sync_commands()
-        count = self.delivery.resume()
+        count = await self.delivery.resume()
         if count:
             log.info("following %d Discord jobs from before the restart", count)
 
@@ -158,21 +161,20 @@ class ImagineBot(discord.Client):
     async def submit_from(
         self, interaction: discord.Interaction, request: GenerationRequest
     ) -> None:
-        """Queue a job for an interaction and follow it; refusals are ephemeral and cost no GPU."""
+        """Queue a job for an interaction and follow it; refusals are ephemeral and cost no GPU.
+
+        The engine decides from memory (`admit`), so a refusal is answered as the first,
+        private response; an accepted job is acknowledged before its SQLite insert lands.
+        """
         checks.require_bot_permissions(interaction)
         requester = checks.requester_of(interaction)
         target = Target.of(interaction, requester.is_nsfw_channel)
-        submit = asyncio.ensure_future(
-            self.engine.submit(
-                request, requester, origin=target.to_origin(), idempotency_key=str(interaction.id)
-            )
+        pending = self.engine.admit(
+            request, requester, origin=target.to_origin(), idempotency_key=str(interaction.id)
         )
-        done, _ = await asyncio.wait({submit}, timeout=ACK_WAIT_S)
-        if done and submit.exception() is not None:
-            raise submit.exception()  # type: ignore[misc]
         if not await self._defer(interaction):
             target = target.without_token()
-        job = await submit
+        job = await pending
         self.delivery.follow(job.id, target)
 
     async def _defer(self, interaction: discord.Interaction) -> bool:
@@ -184,32 +186,3 @@ class ImagineBot(discord.Client):
             # runs, and its result goes to the channel if nobody else holds the token.
             log.warning("could not defer interaction %s: %r", interaction.id, error)
             return False
-
-    async def press(self, action: str, ident: str, interaction: discord.Interaction) -> None:
-        """Handle a result button: re-roll a job, vary or upscale an image, delete a result."""
-        async with self.answering(interaction):
-            if action == "del":
-                await self._delete(ident, interaction)
-                return
-            make = {
-                "reroll": self.engine.reroll_request,
-                "var": self.engine.variation_request,
-                "up": self.engine.upscale_request,
-            }[action]
-            await self.submit_from(interaction, make(ident))
-
-    async def _delete(self, job_id: str, interaction: discord.Interaction) -> None:
-        requester = checks.requester_of(interaction)
-        job = self.engine.job(job_id)
-        is_owner = job.requester.key == requester.key
-        if not is_owner and not self.engine.moderator.is_moderator(requester):
-            raise Forbidden("delete someone else's images")
-        for image_id in job.image_ids:
-            await self.engine.delete_image(image_id, by=requester)
-        await interaction.response.edit_message(
-            content=f"🗑 Deleted by {interaction.user.mention}.",
-            embeds=[],
-            attachments=[],
-            view=None,
-            allowed_mentions=NO_MENTIONS,
-        )

@@ -236,13 +236,12 @@ class Delivery:
         self._tasks[job_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(job_id, None))
 
-    def resume(self) -> int:
+    async def resume(self) -> int:
         """Follow Discord jobs still queued, and deliver those finished while nobody listened."""
-        # From the store, not engine.jobs(): a job the worker has taken but not yet marked
-        # running is in neither the queue order nor the running list for a moment.
-        active = self.engine.store.jobs_in_state("queued", "running")
-        origins = [(r.id, r.origin) for r in active if r.requester_key.startswith("discord:")]
-        origins += [(job.id, job.origin) for job in self.engine.undelivered("discord")]
+        active = [job for job in self.engine.jobs() if job.requester.source == "discord"]
+        origins = [(job.id, job.origin) for job in active]
+        ended = await asyncio.to_thread(self.engine.undelivered, "discord")
+        origins += [(job.id, job.origin) for job in ended]
         count = 0
         for job_id, origin in origins:
             target = Target.from_origin(origin)
@@ -269,7 +268,7 @@ class Delivery:
 
     async def _follow(self, job_id: str, target: Target) -> None:
         try:
-            job = self.engine.job(job_id)
+            job = await self.engine.fetch_job(job_id)
             last_edit = -math.inf
             async for event in self.engine.events(job_id):
                 if isinstance(event, Finished | Failed | Cancelled):
@@ -318,7 +317,7 @@ class Delivery:
             return
         self._finishing.add(job.id)
         try:
-            if self.engine.job(job.id).delivered_at is not None:
+            if (await self.engine.fetch_job(job.id)).delivered_at is not None:
                 return
             if isinstance(event, Finished):
                 note = await self._deliver_images(job, event, target)
@@ -329,7 +328,8 @@ class Delivery:
             else:
                 note = await self._deliver_text(job, target, messages.cancelled(job.request.prompt))
             if await self.engine.mark_delivered(job.id, note) and note.get("url"):
-                await asyncio.to_thread(self.engine.store.set_message_url, job.id, note["url"])
+                library = self.engine.library
+                await asyncio.to_thread(library.set_message_url, job.id, note["url"])
         finally:
             self._finishing.discard(job.id)
 
@@ -424,7 +424,7 @@ class Delivery:
                 name = f"{image.id}.png"
                 if spoiler and image.is_flagged:
                     name = "SPOILER_" + name
-                files.append((name, self.engine.store.image_path(image.file_name).read_bytes()))
+                files.append((name, self.engine.library.read(image)))
             return files
 
         return await asyncio.to_thread(read)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import discord
 
 from bot.replies import duration
-from engine import ImageRecord
+from engine import EngineStatus, ImageRecord, JobView, WorkerStatus
 
 PROMPT_CHARS = 1500
 EMBED_COLOUR = discord.Colour.blurple()
@@ -86,4 +86,93 @@ def hidden_note(hidden: int) -> str:
     return (
         f"\n⚠️ {hidden} {noun} flagged by the safety checker; "
         "flagged images are only posted in age-restricted channels."
+    )
+
+
+MESSAGE_CHARS = 1900
+
+
+def job_line(job: JobView, with_requester: bool = False) -> str:
+    """Return one line of /queue: id, where the job is, its prompt."""
+    if job.state == "running":
+        where = f"running, step {job.step}/{job.total}" if job.total else "running"
+    else:
+        eta = f", about {duration(job.eta_s)}" if job.eta_s else ""
+        where = f"position {job.position}{eta}"
+    who = f" {who_is(job.requester.key)}" if with_requester else ""
+    return f"`{job.id}`{who} {where}: {escape(job.request.prompt, 80)}"
+
+
+def totals(jobs: Sequence[JobView]) -> str:
+    """Return the queue's totals line."""
+    running = sum(1 for job in jobs if job.state == "running")
+    return f"In the queue: {len(jobs) - running} waiting, {running} running."
+
+
+def cancel_text(view: JobView) -> str:
+    """Return the answer to /cancel."""
+    if view.state in ("done", "failed"):
+        return f"Job `{view.id}` had already ended ({view.state})."
+    if view.state == "running":
+        return f"Stopping job `{view.id}`…"
+    return f"Cancelled job `{view.id}`."
+
+
+def who_is(user_key: str) -> str:
+    """Return a mention for a Discord requester key, else the key, escaped."""
+    source, _, user_id = user_key.partition(":")
+    return f"<@{user_id}>" if source == "discord" and user_id.isdigit() else escape(user_key, 60)
+
+
+def code(text: str) -> str:
+    """Return text safe inside a `code` span (no backticks), cut to 100 characters."""
+    return text[:100].replace("`", "ˋ")
+
+
+def clip(lines: list[str]) -> str:
+    """Join lines into one message within Discord's length, saying how many were left out."""
+    text = ""
+    for index, line in enumerate(lines):
+        if len(text) + len(line) + 1 > MESSAGE_CHARS:
+            return text + f"…and {len(lines) - index} more."
+        text += line + "\n"
+    return text.rstrip()
+
+
+def status_text(status: EngineStatus) -> str:
+    """Return the /status answer: the default model, every worker and model, queue, speed."""
+    model = status.model
+    if status.is_builtin_noise:
+        model += " (tiny random model: images are noise)"
+    elif status.is_demo:
+        model += " (demo model)"
+    speed = (
+        f"{status.seconds_per_step:.2f} s/step" if status.seconds_per_step else "not measured yet"
+    )
+    lines = [
+        f"**Model**: {escape(model, 300)}",
+        f"**Device**: {status.device} ({status.dtype})",
+        f"**Ready**: {'yes' if status.is_ready else 'loading'}"
+        + ("" if status.is_accepting else ", not taking jobs"),
+        f"**Queue**: {status.queue_length} waiting, {len(status.running_job_ids)} running",
+        f"**Speed**: {speed} at {status.native_px}px",
+        f"**Images made**: {status.images_made}",
+    ]
+    lines += [_worker_line(worker) for worker in status.workers]
+    if len(status.models) > 1:
+        names = ", ".join(
+            f"{escape(m.name, 60)}{' (default)' if m.is_default else ''}" for m in status.models
+        )
+        lines.append(f"**Models**: {names}")
+    if status.degraded:
+        lines.append(f"**Degraded**: {escape('; '.join(status.degraded), 300)}")
+    return "\n".join(lines)
+
+
+def _worker_line(worker: WorkerStatus) -> str:
+    state = "busy" if worker.is_busy else ("idle" if worker.is_alive else "gone")
+    held = ", ".join(worker.resident) or "nothing yet"
+    return (
+        f"**Worker {escape(worker.name, 40)}**: {worker.device}, {state}, "
+        f"holds {escape(held, 120)}, {worker.jobs_done} jobs done"
     )

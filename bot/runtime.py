@@ -6,20 +6,21 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
+from typing import Protocol
 
 import discord
 
 from bot.client import ImagineBot
 from bot.delivery import gallery_url
-from bot.gallery import GalleryServer
 from engine import (
     ConfigError,
     Engine,
+    EngineBridge,
+    EngineError,
     ModelUnavailable,
     Overrides,
     Settings,
-    Store,
-    load_settings,
     reload_settings,
 )
 
@@ -29,16 +30,28 @@ EXIT_OK = 0
 EXIT_FATAL = 2
 
 
-def main(config_path: str | None, overrides: Overrides | None = None) -> int:
-    """Load the config and run until SIGTERM/SIGINT; return the exit code."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        settings = load_settings(config_path, overrides=overrides)
-    except ConfigError as error:
-        return fatal(f"config error: {error}")
-    return asyncio.run(Runtime(settings, config_path, overrides).run())
+class Gallery(Protocol):
+    """The web gallery as the runtime starts and stops it."""
+
+    def start(self) -> bool:
+        """Start serving; False when it can't."""
+
+    def stop(self) -> None:
+        """Stop serving."""
+
+
+GalleryFactory = Callable[[EngineBridge], Gallery]
+
+
+def _model_note(is_demo: bool, is_noise: bool) -> str:
+    if is_noise:
+        return " (tiny random model: images are noise; set engine.model to SD 2.1, see README)"
+    if is_demo:
+        return (
+            " (the small demo model: it draws coloured shapes, e.g. 'a large red circle on a"
+            " blue background'; for SD 2.1 copy config.example.toml to config.toml)"
+        )
+    return ""
 
 
 def fatal(line: str) -> int:
@@ -48,19 +61,23 @@ def fatal(line: str) -> int:
 
 
 class Runtime:
-    """One process: config → store → engine → gallery → Discord client."""
+    """One process: the engine, then the gallery, then the Discord client; signals; shutdown."""
 
     def __init__(
-        self, settings: Settings, config_path: str | None, overrides: Overrides | None = None
+        self,
+        settings: Settings,
+        engine: Engine,
+        make_gallery: GalleryFactory | None,
+        config_path: str | None,
+        overrides: Overrides | None = None,
     ) -> None:
         self.settings = settings
+        self.engine = engine
+        self.make_gallery = make_gallery
         self.config_path = config_path
         self.overrides = overrides
-        self.engine = Engine(
-            settings, Store(settings.engine.data_dir, settings.engine.busy_timeout_s)
-        )
         self.client: ImagineBot | None = None
-        self.gallery: GalleryServer | None = None
+        self.gallery: Gallery | None = None
         self._stop = asyncio.Event()
 
     async def run(self) -> int:
@@ -78,16 +95,21 @@ class Runtime:
 
     def _say_where(self) -> None:
         status = self.engine.status()
-        note = ""
-        if status.is_builtin_noise:
-            note = " (tiny random model: images are noise; set engine.model to SD 2.1, see README)"
-        elif status.is_demo:
-            note = (
-                " (the small demo model: it draws coloured shapes, e.g. 'a large red circle on a"
-                " blue background'; for SD 2.1 copy config.example.toml to config.toml)"
+        for model in status.models:
+            spec = self.engine.registry.get(model.name)
+            source = model.name if spec.is_builtin else spec.path  # the operator's own path
+            where = ", ".join(model.workers) or "no worker"
+            log.info(
+                "model: %s on %s (%s) as %s%s, served by %s%s",
+                source,
+                status.device,
+                status.dtype,
+                model.name,
+                " (default)" if model.is_default else "",
+                where,
+                _model_note(model.is_demo, model.is_noise),
             )
-        log.info("model: %s on %s (%s)%s", status.model, status.device, status.dtype, note)
-        log.info("data: %s", self.settings.data_path.resolve())
+        log.info("data: %s", self.settings.data_path)
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -96,10 +118,14 @@ class Runtime:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
 
     def _start_gallery(self) -> None:
-        if not self.settings.web.enabled:
+        if not self.settings.web.enabled or self.make_gallery is None:
             log.info("gallery: off (web.enabled = false)")
             return
-        self.gallery = GalleryServer(self.settings, self.engine, asyncio.get_running_loop())
+        try:
+            self.gallery = self.make_gallery(EngineBridge(self.engine, asyncio.get_running_loop()))
+        except EngineError as error:  # a refused deployment must not stop Discord
+            log.error("gallery not started: %s", error)
+            return
         if self.gallery.start():
             log.info("gallery: %s", gallery_url(self.settings))
 

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 
 from engine import ImageRecord
 
-if TYPE_CHECKING:
-    from bot.client import ImagineBot
-
 ACTIONS = ("reroll", "var", "up", "del")
+# A press is dispatched as this client event; the imagine cog listens (`on_result_button`).
+BUTTON_EVENT = "result_button"
 
 
 class ResultButton(
@@ -48,8 +47,8 @@ class ResultButton(
     ) -> ResultButton:
         return cls(match["action"], match["ident"])
 
-    async def callback(self, interaction: discord.Interaction[ImagineBot]) -> None:  # type: ignore[override]
-        await interaction.client.press(self.action, self.ident, interaction)
+    async def callback(self, interaction: discord.Interaction[discord.Client]) -> None:  # type: ignore[override]
+        interaction.client.dispatch(BUTTON_EVENT, self.action, self.ident, interaction)
 
 
 def result_view(

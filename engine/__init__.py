@@ -1,18 +1,25 @@
-"""imagine's engine: requests, queue, limits, moderation, pipeline, store and config."""
+"""imagine's engine: requests, queue, limits, moderation, workers, models, store and config.
+
+Importing it never imports torch: only `engine.local.LocalWorker` loads `engine.pipeline`, on
+its own thread, when it starts.
+"""
 
 from engine.bridge import EngineBridge
 from engine.config import BUILTIN_DEMO, BUILTIN_TINY, SD21, Overrides, Settings
 from engine.config import load as load_settings
 from engine.config import try_reload as reload_settings
-from engine.engine import Engine, EngineStatus, JobView, upscale_size
+from engine.derive import upscale_size
+from engine.engine import Engine, Pending
 from engine.errors import (
     Banned,
     Blocked,
     BudgetExceeded,
     ConfigError,
     EngineError,
+    FailureKind,
     Forbidden,
     GenerationFailed,
+    Interrupted,
     InvalidRequest,
     ModelUnavailable,
     NotFound,
@@ -21,8 +28,14 @@ from engine.errors import (
     QuotaExceeded,
     RateLimited,
     ShuttingDown,
+    WorkerLost,
+    WorkerTimedOut,
 )
 from engine.events import TERMINAL, Cancelled, Event, Failed, Finished, Progress, Queued, Started
+from engine.jobs import EndReason, JobView
+from engine.library import Library, StoreHealth
+from engine.local import LocalWorker, local_workers
+from engine.models import ModelDefaults, ModelFacts, ModelRegistry, ModelSpec
 from engine.pngmeta import Parameters, read_parameters
 from engine.request import (
     ASPECTS,
@@ -34,7 +47,27 @@ from engine.request import (
     aspect_size,
     normalise_text,
 )
-from engine.store import AuditEntry, Ban, ImageQuery, ImageRecord, JobRecord, Store, StoreError
+from engine.status import EngineStatus, ModelStatus, WorkerStatus
+from engine.store import (
+    AuditEntry,
+    Ban,
+    ImagePage,
+    ImageQuery,
+    ImageRecord,
+    JobRecord,
+    JobState,
+    Store,
+    StoreError,
+)
+from engine.worker import (
+    Batch,
+    BatchItem,
+    BatchResult,
+    GeneratedImage,
+    ProgressSink,
+    Worker,
+    WorkerInfo,
+)
 
 __all__ = [
     "ASPECTS",
@@ -47,32 +80,50 @@ __all__ = [
     "AuditEntry",
     "Ban",
     "Banned",
+    "Batch",
+    "BatchItem",
+    "BatchResult",
     "Blocked",
     "BudgetExceeded",
     "Cancelled",
     "ConfigError",
+    "EndReason",
     "Engine",
     "EngineBridge",
     "EngineError",
     "EngineStatus",
     "Event",
     "Failed",
+    "FailureKind",
     "Finished",
     "Forbidden",
+    "GeneratedImage",
     "GenerationFailed",
     "GenerationRequest",
+    "ImagePage",
     "ImageQuery",
     "ImageRecord",
+    "Interrupted",
     "InvalidRequest",
     "JobRecord",
+    "JobState",
     "JobView",
     "Kind",
+    "Library",
+    "LocalWorker",
+    "ModelDefaults",
+    "ModelFacts",
+    "ModelRegistry",
+    "ModelSpec",
+    "ModelStatus",
     "ModelUnavailable",
     "NotFound",
     "OutOfMemory",
     "Overrides",
     "Parameters",
+    "Pending",
     "Progress",
+    "ProgressSink",
     "QueueFull",
     "Queued",
     "QuotaExceeded",
@@ -83,8 +134,15 @@ __all__ = [
     "Started",
     "Store",
     "StoreError",
+    "StoreHealth",
+    "Worker",
+    "WorkerInfo",
+    "WorkerLost",
+    "WorkerStatus",
+    "WorkerTimedOut",
     "aspect_size",
     "load_settings",
+    "local_workers",
     "normalise_text",
     "read_parameters",
     "reload_settings",

@@ -53,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--count", type=int)
     generate.add_argument("--scheduler")
     generate.add_argument("--config", help="config.toml (default: offline defaults)")
-    generate.add_argument("--model", help="model folder, hub id or .safetensors file")
+    generate.add_argument(
+        "--model", help="a model name from the config, or a model folder, hub id or .safetensors"
+    )
     check = commands.add_parser("check-config", help="validate a config file")
     check.add_argument("path")
     return parser
@@ -61,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _check_config(path: str) -> int:
     settings = config_mod.load(path)
-    print(f"{path}: ok (model {settings.engine.model}, data in {settings.engine.data_dir})")
+    names = ", ".join(settings.models) or settings.engine.model
+    print(f"{path}: ok (model {names}, data in {settings.engine.data_dir})")
     return 0
 
 
@@ -69,8 +72,9 @@ async def _generate(args: argparse.Namespace) -> int:
     settings = config_mod.load(args.config)
     scratch = tempfile.mkdtemp(prefix="imagine-cli-")
     engine_settings = dataclasses.replace(settings.engine, data_dir=scratch)
-    if args.model:
+    if args.model and args.model not in settings.models:  # a path or hub id, not a name
         engine_settings = dataclasses.replace(engine_settings, model=args.model)
+        settings = dataclasses.replace(settings, models={})
     settings = dataclasses.replace(settings, engine=engine_settings)
     engine = Engine(settings, Store(scratch))
     try:
@@ -95,6 +99,7 @@ async def _run_one(engine: Engine, args: argparse.Namespace) -> int:
         seed=args.seed,
         count=args.count,
         scheduler=args.scheduler,
+        model=args.model if args.model in engine.registry.names() else None,
     )
     job = await engine.submit(request, Requester(source="cli", user_id="local", name="cli"))
     bar = tqdm(total=job.request.steps, unit="step", desc="generating")

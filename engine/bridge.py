@@ -14,12 +14,22 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-from engine.engine import Engine, EngineStatus, JobView
-from engine.errors import ShuttingDown
+from engine.engine import Engine
+from engine.errors import NotFound, ShuttingDown
 from engine.events import TERMINAL, Event
+from engine.jobs import JobView
+from engine.library import Library
 from engine.request import GenerationRequest, Requester
+from engine.status import EngineStatus
 
 T = TypeVar("T")
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class EngineBridge:
@@ -29,6 +39,8 @@ class EngineBridge:
         self.engine = engine
         self.loop = loop
         self.timeout_s = timeout_s
+        # Stored records, files and favourites need no loop: read them on the calling thread.
+        self.library: Library = engine.library
 
     def _run(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         if self.loop.is_closed():
@@ -45,6 +57,9 @@ class EngineBridge:
             raise ShuttingDown() from None  # the loop stopped with the call still waiting
 
     def _call(self, function: Callable[[], T]) -> T:
+        if _running_loop() is self.loop:  # already on the engine's loop (the bot's process)
+            return function()
+
         async def wrapper() -> T:
             return function()
 
@@ -61,8 +76,18 @@ class EngineBridge:
         return self._run(lambda: self.engine.submit(request, requester, origin, idempotency_key))
 
     def job(self, job_id: str) -> JobView:
-        """Return a job's state (raises NotFound)."""
-        return self._call(lambda: self.engine.job(job_id))
+        """Return a job's state (raises NotFound); an ended job is read on this thread."""
+        active = self._call(lambda: self._active(job_id))
+        if active is not None:
+            return active
+        stored = self.library.stored_job(job_id)
+        if stored is None:
+            raise NotFound("job", job_id)
+        return stored
+
+    def _active(self, job_id: str) -> JobView | None:
+        job = self.engine.table.get(job_id)
+        return None if job is None else self.engine.views.view(job)
 
     def jobs(self, requester_key: str | None = None) -> list[JobView]:
         """Return active jobs in run order."""
@@ -80,13 +105,17 @@ class EngineBridge:
         """Delete an image (raises Forbidden, NotFound)."""
         self._run(lambda: self.engine.delete_image(image_id, by))
 
-    def variation_request(self, image_id: str) -> GenerationRequest:
+    def variation_request(self, image_id: str, by: Requester) -> GenerationRequest:
         """Return a variation request for a stored image."""
-        return self._call(lambda: self.engine.variation_request(image_id))
+        return self._run(lambda: self.engine.variation_request(image_id, by))
 
-    def upscale_request(self, image_id: str) -> GenerationRequest:
+    def upscale_request(self, image_id: str, by: Requester) -> GenerationRequest:
         """Return an upscale request for a stored image."""
-        return self._call(lambda: self.engine.upscale_request(image_id))
+        return self._run(lambda: self.engine.upscale_request(image_id, by))
+
+    def listen(self, listener: Callable[[Event], None]) -> None:
+        """Call `listener` on the engine's loop with every event."""
+        self._call(lambda: self.engine.listen(listener))
 
     def follow(self, job_id: str, timeout_s: float = 600.0) -> Iterator[Event]:
         """Yield a job's events until it ends or `timeout_s` passes."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import tomllib
 import types
 import typing
@@ -37,6 +38,9 @@ class EngineSettings:
 
     model: str = BUILTIN_DEMO
     device: str = field(default="auto", metadata={"pattern": "device"})
+    devices: tuple[str, ...] = field(default=(), metadata={"pattern": "device"})
+    resident_models: int = field(default=2, metadata=_range(1, 16))
+    max_affinity_skips: int = field(default=3, metadata=_range(0, 1000))
     dtype: str = field(default="auto", metadata=_choices("auto", "float16", "bfloat16", "float32"))
     data_dir: str = "data"
     offline: bool = False
@@ -60,6 +64,23 @@ class EngineSettings:
     busy_timeout_s: float = field(default=10.0, metadata=_range(0.1, 600))
     variation_strength: float = field(default=0.6, metadata=_range(0.05, 1.0))
     upscale_strength: float = field(default=0.3, metadata=_range(0.05, 1.0))
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """One entry of the model registry, `[models.<name>]`; unset defaults follow [limits]."""
+
+    path: str = ""
+    kind: str = field(default="txt2img", metadata=_choices("txt2img", "inpaint"))
+    label: str = ""
+    width: int | None = field(default=None, metadata=_range(8, 4096))
+    height: int | None = field(default=None, metadata=_range(8, 4096))
+    steps: int | None = field(default=None, metadata=_range(1, 500))
+    guidance: float | None = field(default=None, metadata=_range(0, 50))
+    scheduler: str = field(
+        default="",
+        metadata=_choices("", "DPM++ 2M", "DPM++ 2M Karras", "Euler a", "Euler", "DDIM"),
+    )
 
 
 @dataclass(frozen=True)
@@ -159,6 +180,7 @@ class Settings:
     """Everything the program needs, validated and frozen."""
 
     engine: EngineSettings = field(default_factory=EngineSettings)
+    models: dict[str, ModelSettings] = field(default_factory=dict)
     limits: LimitSettings = field(default_factory=LimitSettings)
     moderation: ModerationSettings = field(default_factory=ModerationSettings)
     bot: BotSettings = field(default_factory=BotSettings)
@@ -226,7 +248,10 @@ def from_mapping(
         if not isinstance(value, dict):
             raise ConfigError(name, f"expected a table [{name}], got {_kind(value)}")
         cls = typing.get_type_hints(Settings)[name]
-        built[name] = _build(cls, value, name)
+        if typing.get_origin(cls) is dict:  # [models.<name>] tables
+            built[name] = _convert(cls, sections[name], value, name)
+        else:
+            built[name] = _build(cls, value, name)
     settings = _resolve_paths(Settings(**built), base or Path.cwd())
     _check_consistency(settings)
     return dataclasses.replace(settings, secrets=_secrets(settings, env))
@@ -241,11 +266,19 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
     """
     engine = settings.engine
     changes: dict[str, Any] = {"data_dir": str(_absolute(engine.data_dir, base))}
-    if _is_local_path(engine.model, base):
+    if engine.model not in settings.models and _is_local_path(engine.model, base):
         changes["model"] = str(_absolute(engine.model, base))
     if engine.safety_checker and _is_local_path(engine.safety_checker, base):
         changes["safety_checker"] = str(_absolute(engine.safety_checker, base))
-    return dataclasses.replace(settings, engine=dataclasses.replace(engine, **changes))
+    models = {
+        name: dataclasses.replace(model, path=str(_absolute(model.path, base)))
+        if model.path and _is_local_path(model.path, base)
+        else model
+        for name, model in settings.models.items()
+    }
+    return dataclasses.replace(
+        settings, engine=dataclasses.replace(engine, **changes), models=models
+    )
 
 
 def _absolute(value: str, base: Path) -> Path:
@@ -300,6 +333,10 @@ def _convert(hint: Any, fld: dataclasses.Field[Any], value: Any, key: str) -> An
     if origin is tuple:
         if not isinstance(value, list) or not all(isinstance(v, str | int) for v in value):
             raise ConfigError(key, f"expected a list of strings, got {_kind(value)}")
+        if fld.metadata.get("pattern") == "device":
+            for item in value:
+                if not _is_device(str(item)):
+                    raise ConfigError(key, f"expected auto, cpu, cuda, cuda:N or mps; got {item!r}")
         return tuple(str(v) for v in value)
     if origin is dict:
         if not isinstance(value, dict):
@@ -374,7 +411,27 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _check_models(settings: Settings) -> None:
+    for name, entry in settings.models.items():
+        if not MODEL_NAME.fullmatch(name):
+            raise ConfigError(
+                f"models.{name}", "expected a name of letters, digits, '.', '_' or '-' (≤ 64)"
+            )
+        if not entry.path:
+            raise ConfigError(f"models.{name}.path", "required: a hub id, folder or .safetensors")
+    model = settings.engine.model
+    if settings.models and model != BUILTIN_DEMO and model not in settings.models:
+        names = ", ".join(settings.models)
+        raise ConfigError(
+            "engine.model", f"with [models] tables, name one of them ({names}); got {model!r}"
+        )
+
+
 def _check_consistency(settings: Settings) -> None:
+    _check_models(settings)
     limits = settings.limits
     pairs = [
         ("limits.min_size_px", limits.min_size_px, "limits.max_size_px", limits.max_size_px),

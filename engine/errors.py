@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
+
+class FailureKind(StrEnum):
+    """Why a job failed, for metrics and status (the reason text says it to people)."""
+
+    OUT_OF_MEMORY = "out_of_memory"
+    TIMED_OUT = "timed_out"
+    NAN = "nan"
+    STORE = "store"
+    INTERNAL = "internal"
+    WORKER_LOST = "worker_lost"
+    OTHER = "other"
+
 
 class EngineError(Exception):
     """Base of every error the engine raises on purpose."""
@@ -98,16 +112,38 @@ class ShuttingDown(EngineError):
 class GenerationFailed(EngineError):
     """The pipeline could not produce a valid image for a job."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, kind: FailureKind = FailureKind.OTHER) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
 
 
 class OutOfMemory(GenerationFailed):
     """The device ran out of memory even with the memory-saving fallbacks."""
 
     def __init__(self, reason: str = "out of memory") -> None:
-        super().__init__(reason)
+        super().__init__(reason, FailureKind.OUT_OF_MEMORY)
+
+
+class WorkerTimedOut(GenerationFailed):
+    """A batch ran past `engine.job_timeout_s`; the worker's watchdog stopped it."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"timed out after {timeout_s:.0f} s", FailureKind.TIMED_OUT)
+        self.timeout_s = timeout_s
+
+
+class WorkerLost(EngineError):
+    """The worker running a batch went away (died, lost its network); the jobs run again."""
+
+    def __init__(self, worker: str, reason: str) -> None:
+        super().__init__(f"worker {worker} lost: {reason}")
+        self.worker = worker
+        self.reason = reason
+
+
+class Interrupted(EngineError):
+    """A batch stopped at a step boundary before the VAE decode (cancel, timeout, shutdown)."""
 
 
 class ModelUnavailable(EngineError):

@@ -1,8 +1,8 @@
-"""The diffusers pipeline: load SD 2.1 (or any SD folder), run batches on the worker thread.
+"""The diffusers pipeline of one model on one device: load it, run batches on a worker thread.
 
-The only engine module that imports torch or diffusers (tinymodel.py is called from here).
-Everything here runs on the engine's single GPU worker thread: CUDA contexts and diffusers
-schedulers are not thread-safe.
+The only engine module that imports torch or diffusers (tinymodel.py is called from here), and
+only `LocalWorker` imports it. Everything here runs on that worker's single thread: CUDA
+contexts and diffusers schedulers are not thread-safe.
 """
 
 from __future__ import annotations
@@ -10,10 +10,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
+import io
 import logging
 import math
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +34,35 @@ from diffusers import (  # noqa: E402
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     StableDiffusionImg2ImgPipeline,
+    StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
 )
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from engine.config import BUILTIN_DEMO, BUILTIN_TINY, EngineSettings  # noqa: E402
-from engine.errors import GenerationFailed, ModelUnavailable, OutOfMemory  # noqa: E402
+from engine.errors import (  # noqa: E402
+    FailureKind,
+    GenerationFailed,
+    Interrupted,
+    ModelUnavailable,
+    OutOfMemory,
+)
+from engine.models import (  # noqa: E402
+    BUILTIN_DEMO_INPAINT,
+    DEMO_FOLDER,
+    DEMO_INPAINT_FOLDER,
+    ModelFacts,
+    ModelSpec,
+    inspect,
+)
+from engine.worker import Batch, GeneratedImage  # noqa: E402
 
 log = logging.getLogger(__name__)
 diffusers_logging.disable_progress_bar()
 
-DEMO_FOLDER = Path(__file__).parent / "demo" / "model"
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+INPAINT_KINDS = ("inpaint", "outpaint")
 
 # Linear map from SD's 4 latent channels to RGB: a cheap preview with no VAE call.
 LATENT_RGB = torch.tensor(
@@ -54,125 +74,80 @@ LATENT_RGB = torch.tensor(
     ]
 )
 
-
-@dataclass(frozen=True)
-class BatchItem:
-    """One job's part of a pipeline call: its prompt and one seed per image."""
-
-    job_id: str
-    prompt: str
-    negative_prompt: str
-    seeds: tuple[int, ...]
-    init_image: Image.Image | None = None
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Jobs that agree on everything but prompt and seed, run as one pipeline call."""
-
-    kind: str
-    width: int
-    height: int
-    steps: int
-    guidance: float
-    scheduler: str
-    items: tuple[BatchItem, ...]
-    strength: float = 1.0
-
-    @property
-    def image_count(self) -> int:
-        """Return how many images the call makes."""
-        return sum(len(item.seeds) for item in self.items)
-
-
-@dataclass
-class GeneratedImage:
-    """One output image and the safety checker's verdict (None when no checker runs)."""
-
-    image: Image.Image
-    is_flagged: bool | None = None
-
-
-@dataclass
-class RunStats:
-    """What one call cost; read by the engine for ETA and metrics."""
-
-    seconds: float = 0.0
-    steps: int = 0
-    retries: list[str] = field(default_factory=list)
-
-
-StepCallback = Callable[[int, int, Callable[[], Image.Image] | None], None]
+StepCallback = Callable[[int, int, Callable[[], bytes] | None], None]
 StopCheck = Callable[[], bool]
 
 
-class Interrupted(Exception):
-    """Raised inside the step callback to abort a call without the VAE decode."""
-
-
 class Pipeline:
-    """Owns the model on one device; every method runs on the worker thread."""
+    """One model's weights on one device; every method runs on the worker's thread."""
 
-    def __init__(self, settings: EngineSettings, data_dir: Path) -> None:
+    def __init__(
+        self, spec: ModelSpec, settings: EngineSettings, data_dir: Path, device: str
+    ) -> None:
+        self.spec = spec
         self.settings = settings
         self.data_dir = Path(data_dir)
-        self.model_name = settings.model
-        self.device = "cpu"
-        self.dtype = torch.float32
-        self.is_builtin_noise = False
-        self.is_demo = False
-        self._txt2img: Any = None  # diffusers' lazy modules defeat static typing
+        self.device = device
+        self.dtype = _pick_dtype(settings.dtype, device)
+        self.facts = ModelFacts(name=spec.name, kind=spec.kind)
+        self._main: Any = None  # diffusers' lazy modules defeat static typing
         self._img2img: Any = None
         self._safety: tuple[Any, Any] | None = None
         self._is_memory_saving = False
+        self._noise = False  # the tiny random model stands in (builtin:tiny, or no demo folder)
 
     # -- loading ---------------------------------------------------------------------------
 
-    def load(self) -> None:
+    def load(self) -> ModelFacts:
         """Load weights (safetensors only) onto the device; raise ModelUnavailable."""
-        if self.settings.threads:
-            torch.set_num_threads(self.settings.threads)
-        self.device = _pick_device(self.settings.device)
-        self.dtype = _pick_dtype(self.settings.dtype, self.device)
         source = self._resolve_source()
         pipe = self._from_source(source)
         pipe.set_progress_bar_config(disable=True)
         self._place(pipe)
-        self._txt2img = pipe
-        self._img2img = StableDiffusionImg2ImgPipeline(
-            **pipe.components, requires_safety_checker=False
-        )
-        self._img2img.set_progress_bar_config(disable=True)
+        self._main = pipe
+        if not self.is_inpaint:
+            self._img2img = StableDiffusionImg2ImgPipeline(
+                **pipe.components, requires_safety_checker=False
+            )
+            self._img2img.set_progress_bar_config(disable=True)
         if self.settings.safety_checker:
             self._safety = self._load_safety_checker(self.settings.safety_checker)
+        facts = inspect(replace(self.spec, path=source), self.data_dir)
+        self.facts = replace(
+            facts,
+            name=self.spec.name,
+            native_px=self.native_px,
+            kind="inpaint" if self.is_inpaint else "txt2img",
+            is_demo=self.spec.path in (BUILTIN_DEMO, BUILTIN_DEMO_INPAINT) and not self._noise,
+            is_noise=self._noise,
+        )
         log.info(
             "model %s loaded on %s (%s), native size %d px",
-            self.model_name,
+            self.spec.name,
             self.device,
-            str(self.dtype).removeprefix("torch."),
+            self.dtype_name,
             self.native_px,
         )
+        return self.facts
 
     def _resolve_source(self) -> str:
-        model = self.settings.model
-        if model == BUILTIN_DEMO and (DEMO_FOLDER / "model_index.json").exists():
-            self.is_demo = True
-            self.model_name = "imagine-demo"
+        path = self.spec.path
+        if path == BUILTIN_DEMO and (DEMO_FOLDER / "model_index.json").exists():
             return str(DEMO_FOLDER)
-        if model in (BUILTIN_DEMO, BUILTIN_TINY):
-            from engine import tinymodel
-
-            folder = self.data_dir / "models" / "tiny"
-            if not (folder / "model_index.json").exists():
-                log.info("building the tiny offline model in %s (random weights)", folder)
-                tinymodel.build(folder)
-            self.is_builtin_noise = True
-            self.model_name = "imagine-tiny-random"
-            return str(folder)
-        return model
+        if path == BUILTIN_DEMO_INPAINT and (DEMO_INPAINT_FOLDER / "model_index.json").exists():
+            return str(DEMO_INPAINT_FOLDER)
+        if path in (BUILTIN_DEMO, BUILTIN_TINY):
+            self._noise = True
+            return str(build_tiny_model(self.data_dir / "models" / "tiny"))
+        return path
 
     def _from_source(self, source: str) -> Any:
         path = Path(source).expanduser()
+        cls: Any = (
+            StableDiffusionInpaintPipeline
+            if self.spec.kind == "inpaint"
+            else StableDiffusionPipeline
+        )
         common: dict[str, Any] = {"dtype": self.dtype, "safety_checker": None}
         common["requires_safety_checker"] = False
         if path.suffix.lower() in PICKLE_SUFFIXES:
@@ -183,19 +158,23 @@ class Pipeline:
             )
         try:
             if path.is_file() and path.suffix.lower() == ".safetensors":
-                return StableDiffusionPipeline.from_single_file(
+                return cls.from_single_file(
                     str(path), local_files_only=self.settings.offline, **common
                 )
             if path.is_dir():
-                _require_safetensors(path, source)
-                return StableDiffusionPipeline.from_pretrained(
+                require_safetensors(path, source)
+                if _folder_class(path) == "StableDiffusionInpaintPipeline":
+                    cls = StableDiffusionInpaintPipeline
+                return cls.from_pretrained(
                     str(path), use_safetensors=True, local_files_only=True, **common
                 )
             if path.is_absolute() or source.startswith((".", "~")) or source.count("/") != 1:
                 raise ModelUnavailable(
-                    source, "no such file or folder", "Check engine.model in config.toml."
+                    source,
+                    "no such file or folder",
+                    f"Check {self.spec.config_key} in config.toml.",
                 )
-            return StableDiffusionPipeline.from_pretrained(
+            return cls.from_pretrained(
                 source, use_safetensors=True, local_files_only=self.settings.offline, **common
             )
         except ModelUnavailable:
@@ -206,7 +185,7 @@ class Pipeline:
     def _place(self, pipe: Any) -> None:
         settings = self.settings
         if settings.cpu_offload and self.device.startswith("cuda"):
-            pipe.enable_model_cpu_offload()
+            pipe.enable_model_cpu_offload(device=self.device)
         else:
             pipe.to(self.device)
         if settings.attention_slicing:
@@ -242,9 +221,24 @@ class Pipeline:
     # -- facts -----------------------------------------------------------------------------
 
     @property
+    def diffusers(self) -> Any:
+        """Return the loaded diffusers pipeline (txt2img, or inpaint for an inpainting model)."""
+        if self._main is None:
+            raise RuntimeError("pipeline not loaded")
+        return self._main
+
+    @property
+    def is_inpaint(self) -> bool:
+        """Return whether this is an inpainting model (UNet with 9 input channels)."""
+        pipe = self.diffusers
+        return isinstance(pipe, StableDiffusionInpaintPipeline) or (
+            int(pipe.unet.config.in_channels) == 9
+        )
+
+    @property
     def native_px(self) -> int:
         """Return the model's native image size (768 for SD 2.1)."""
-        pipe = self._pipe()
+        pipe = self.diffusers
         return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
 
     @property
@@ -252,14 +246,14 @@ class Pipeline:
         """Return the dtype as text (float16, float32...)."""
         return str(self.dtype).removeprefix("torch.")
 
+    @property
+    def is_memory_saving(self) -> bool:
+        """Return whether the out-of-memory fallback (slicing and tiling) is on."""
+        return self._is_memory_saving
+
     def token_count(self, text: str) -> int:
         """Return how many CLIP tokens a prompt takes (77 is the most the encoder sees)."""
-        return len(self._pipe().tokenizer(text, truncation=False).input_ids)
-
-    def _pipe(self) -> Any:
-        if self._txt2img is None:
-            raise RuntimeError("pipeline not loaded")
-        return self._txt2img
+        return len(self.diffusers.tokenizer(text, truncation=False).input_ids)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -288,7 +282,9 @@ class Pipeline:
             log.warning("NaN or black image; retrying once with the VAE in float32")
             arrays = self._call(batch, on_step, should_stop, upcast=True)
             if _has_bad_images(arrays):
-                raise GenerationFailed("the model produced a NaN or black image twice")
+                raise GenerationFailed(
+                    "the model produced a NaN or black image twice", FailureKind.NAN
+                )
         return self._package(batch, arrays)
 
     def _call_oom_guarded(
@@ -307,39 +303,26 @@ class Pipeline:
     def _call(
         self, batch: Batch, on_step: StepCallback, should_stop: StopCheck, upcast: bool
     ) -> np.ndarray:
-        base = self._pipe() if batch.kind == "txt2img" else self._img2img
-        assert base is not None
+        base = self._base_for(batch.kind)
         # A shallow copy per call: its own scheduler and call state, the same weights. A worker
         # thread abandoned by the watchdog can never share a scheduler with its successor.
         pipe = copy.copy(base)
         pipe.scheduler = make_scheduler(batch.scheduler, base.scheduler.config)
-        prompts, negatives, generators, inits = [], [], [], []
-        for item in batch.items:
-            for seed in item.seeds:
-                prompts.append(item.prompt)
-                negatives.append(item.negative_prompt)
-                generators.append(torch.Generator("cpu").manual_seed(seed))
-                if item.init_image is not None:
-                    inits.append(item.init_image.convert("RGB").resize((batch.width, batch.height)))
-        kwargs: dict[str, Any] = {
-            "prompt": prompts,
-            "negative_prompt": negatives if any(negatives) else None,
-            "num_inference_steps": batch.steps,
-            "guidance_scale": batch.guidance,
-            "generator": generators,
-            "output_type": "np",
-            "callback_on_step_end": self._step_callback(on_step, should_stop),
-            "callback_on_step_end_tensor_inputs": ["latents"],
-        }
-        if batch.kind == "txt2img":
-            kwargs.update(width=batch.width, height=batch.height)
-        else:
-            # img2img runs steps × strength steps: never let that round down to zero.
-            steps = max(batch.steps, math.ceil(1 / batch.strength))
-            kwargs.update(image=inits, strength=batch.strength, num_inference_steps=steps)
+        kwargs = _call_arguments(batch)
+        kwargs["callback_on_step_end"] = self._step_callback(on_step, should_stop)
+        kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
         with self._vae_upcast(pipe, upcast), torch.inference_mode():
             output = pipe(**kwargs)
         return np.asarray(output.images)
+
+    def _base_for(self, kind: str) -> Any:
+        if kind in INPAINT_KINDS:
+            if not self.is_inpaint:
+                raise GenerationFailed(f"model {self.spec.name} is not an inpainting model")
+            return self.diffusers
+        if self.is_inpaint:
+            raise GenerationFailed(f"model {self.spec.name} only inpaints")
+        return self.diffusers if kind == "txt2img" else self._img2img
 
     def _step_callback(self, on_step: StepCallback, should_stop: StopCheck) -> Any:
         def callback(
@@ -348,7 +331,7 @@ class Pipeline:
             if should_stop():
                 raise Interrupted()
             latents = tensors["latents"]
-            on_step(step + 1, int(pipe.num_timesteps), lambda: latent_preview(latents[0]))
+            on_step(step + 1, int(pipe.num_timesteps), lambda: latent_preview_png(latents[0]))
             if should_stop():
                 raise Interrupted()
             return tensors
@@ -362,37 +345,41 @@ class Pipeline:
             yield
             return
         vae.to(torch.float32)
-        saved = vae.config.force_upcast
         try:
             yield
         finally:
             vae.to(self.dtype)
-            del saved
 
     def _package(self, batch: Batch, arrays: np.ndarray) -> list[list[GeneratedImage]]:
-        images = [Image.fromarray(_to_uint8(array)) for array in arrays]
-        flags = self._check_safety(images, arrays)
+        pixels = [_to_uint8(array) for array in arrays]
+        flags = self._check_safety(pixels, arrays)
         results: list[list[GeneratedImage]] = []
         cursor = 0
         for item in batch.items:
-            count = len(item.seeds)
-            results.append(
-                [GeneratedImage(images[i], flags[i]) for i in range(cursor, cursor + count)]
-            )
-            cursor += count
+            images = []
+            for seed in item.seeds:
+                rgb = pixels[cursor]
+                images.append(
+                    GeneratedImage(
+                        rgb.tobytes(), seed, rgb.shape[1], rgb.shape[0], "rgb", flags[cursor]
+                    )
+                )
+                cursor += 1
+            results.append(images)
         return results
 
-    def _check_safety(self, images: list[Image.Image], arrays: np.ndarray) -> list[bool | None]:
+    def _check_safety(self, pixels: list[np.ndarray], arrays: np.ndarray) -> list[bool | None]:
         if self._safety is None:
-            return [None] * len(images)
+            return [None] * len(pixels)
         checker, processor = self._safety
+        images = [Image.fromarray(rgb) for rgb in pixels]
         clip_input = processor(images, return_tensors="pt").pixel_values.to(self.device, self.dtype)
         with torch.inference_mode():
             _, flags = checker(images=arrays.copy(), clip_input=clip_input)
         return [bool(flag) for flag in flags]
 
     def _note_truncation(self, batch: Batch) -> None:
-        limit = self._pipe().tokenizer.model_max_length
+        limit = self.diffusers.tokenizer.model_max_length
         for item in batch.items:
             count = self.token_count(item.prompt)
             if count > limit:
@@ -404,7 +391,7 @@ class Pipeline:
                 )
 
     def _enable_memory_saving(self) -> None:
-        pipe = self._pipe()
+        pipe = self.diffusers
         pipe.enable_attention_slicing()
         pipe.vae.enable_tiling()
         self._is_memory_saving = True
@@ -416,10 +403,77 @@ class Pipeline:
 
     def close(self) -> None:
         """Drop the model and free device memory."""
-        self._txt2img = None
+        self._main = None
         self._img2img = None
         self._safety = None
         self._free_memory()
+
+
+def _call_arguments(batch: Batch) -> dict[str, Any]:
+    """Return the keyword arguments of one diffusers call for a batch (one generator per image)."""
+    prompts, negatives, generators, inits, masks = [], [], [], [], []
+    for item in batch.items:
+        for seed in item.seeds:
+            prompts.append(item.prompt)
+            negatives.append(item.negative_prompt)
+            generators.append(torch.Generator("cpu").manual_seed(seed))
+            if item.init_png is not None:
+                inits.append(_decode(item.init_png, "RGB", batch.width, batch.height))
+            if item.mask_png is not None:
+                masks.append(_decode(item.mask_png, "L", batch.width, batch.height))
+    kwargs: dict[str, Any] = {
+        "prompt": prompts,
+        "negative_prompt": negatives if any(negatives) else None,
+        "num_inference_steps": batch.steps,
+        "guidance_scale": batch.guidance,
+        "generator": generators,
+        "output_type": "np",
+    }
+    if batch.kind == "txt2img":
+        kwargs.update(width=batch.width, height=batch.height)
+    elif batch.kind in INPAINT_KINDS:
+        kwargs.update(
+            image=inits, mask_image=masks, width=batch.width, height=batch.height, strength=1.0
+        )
+    else:
+        # img2img runs steps × strength steps: never let that round down to zero.
+        steps = max(batch.steps, math.ceil(1 / batch.strength))
+        kwargs.update(image=inits, strength=batch.strength, num_inference_steps=steps)
+    return kwargs
+
+
+def _decode(data: bytes, mode: str, width: int, height: int) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as image:
+        converted = image.convert(mode)
+    if converted.size != (width, height):
+        converted = converted.resize((width, height), Image.Resampling.LANCZOS)
+    return converted
+
+
+def _folder_class(folder: Path) -> str:
+    try:
+        import json
+
+        return str(json.loads((folder / "model_index.json").read_text()).get("_class_name", ""))
+    except (OSError, ValueError):
+        return ""
+
+
+def build_tiny_model(folder: Path) -> Path:
+    """Build the tiny random model once (atomically: two workers may start together)."""
+    if (folder / "model_index.json").exists():
+        return folder
+    from engine import tinymodel
+
+    log.info("building the tiny offline model in %s (random weights)", folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".tiny-", dir=folder.parent))
+    tinymodel.build(scratch)
+    try:
+        os.rename(scratch, folder)
+    except OSError:  # another worker finished first
+        shutil.rmtree(scratch, ignore_errors=True)
+    return folder
 
 
 def make_scheduler(name: str, config: Any) -> Any:
@@ -454,6 +508,13 @@ def latent_preview(latents: Any) -> Image.Image:
     return Image.fromarray(array)
 
 
+def latent_preview_png(latents: Any) -> bytes:
+    """Return the latent preview as PNG bytes (fast, small: the latent is 1/8 of the image)."""
+    buffer = io.BytesIO()
+    latent_preview(latents).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
 def _to_uint8(array: np.ndarray) -> np.ndarray:
     return (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
 
@@ -470,7 +531,8 @@ def _is_oom_message(error: BaseException) -> bool:
     return "out of memory" in text or "can't allocate memory" in text
 
 
-def _pick_device(wanted: str) -> str:
+def pick_device(wanted: str) -> str:
+    """Return the device to use for `auto` or a named one; raise ModelUnavailable without CUDA."""
     if wanted != "auto":
         if wanted.startswith("cuda") and not torch.cuda.is_available():
             raise ModelUnavailable(
@@ -491,7 +553,7 @@ def _pick_dtype(wanted: str, device: str) -> torch.dtype:
     return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[wanted]
 
 
-def _require_safetensors(folder: Path, source: str) -> None:
+def require_safetensors(folder: Path, source: str) -> None:
     if not (folder / "model_index.json").exists():
         raise ModelUnavailable(
             source,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import re
+import struct
+import zlib
 from dataclasses import dataclass
 
 from PIL import Image, PngImagePlugin
@@ -84,6 +86,26 @@ def parse(text: str) -> Parameters:
         model=fields.get("Model", ""),
         extra=tuple((k, v) for k, v in fields.items() if k not in known),
     )
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def with_parameters(png: bytes, parameters: Parameters) -> bytes:
+    """Return PNG bytes with a `parameters` text chunk added after IHDR (no re-encoding)."""
+    if not png.startswith(PNG_SIGNATURE) or png[12:16] != b"IHDR":
+        raise ValueError("not a PNG")
+    ihdr_end = 8 + 8 + struct.unpack(">I", png[8:12])[0] + 4
+    text = parameters.to_text()
+    # As Pillow's add_text (what A1111 calls) writes it: tEXt when Latin-1 holds the text,
+    # else iTXt in UTF-8.
+    try:
+        kind, data = b"tEXt", b"parameters\x00" + text.encode("latin-1")
+    except UnicodeEncodeError:
+        kind, data = b"iTXt", b"parameters\x00\x00\x00\x00\x00" + text.encode("utf-8")
+    crc = struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    chunk = struct.pack(">I", len(data)) + kind + data + crc
+    return png[:ihdr_end] + chunk + png[ihdr_end:]
 
 
 def encode_png(image: Image.Image, parameters: Parameters) -> bytes:

@@ -8,7 +8,6 @@ one, B's job runs second.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
 
@@ -69,23 +68,12 @@ class FairQueue(Generic[J]):
                 return index
         return None
 
-    def take(self, max_jobs: int, is_compatible: Callable[[J, J], bool]) -> list[J]:
-        """Remove and return the next job plus up to max_jobs-1 compatible ones behind it."""
-        order = self.order()
-        if not order:
-            return []
-        first = order[0]
-        taken = [first]
-        for job in order[1:]:
-            if len(taken) >= max_jobs:
-                break
-            if is_compatible(first, job):
-                taken.append(job)
-        for job in taken:
+    def take(self, jobs: list[J]) -> None:
+        """Move these waiting jobs to running (the scheduler picked them)."""
+        for job in jobs:
             del self._waiting[job.id]
             self._running[job.requester_key] += 1
         self._order = None
-        return taken
 
     def done(self, job: J) -> None:
         """Note that a taken job stopped running."""

@@ -17,6 +17,7 @@ from typing import Any
 
 from engine.config import LimitSettings
 from engine.errors import BudgetExceeded, InvalidRequest
+from engine.models import ModelDefaults
 
 SEED_MAX = 2**32 - 1
 SCHEDULERS = ("DPM++ 2M", "DPM++ 2M Karras", "Euler a", "Euler", "DDIM")
@@ -47,6 +48,7 @@ class GenerationRequest:
     kind: Kind = Kind.TXT2IMG
     source_image_id: str | None = None
     aspect: str | None = None
+    model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready mapping."""
@@ -65,7 +67,15 @@ class GenerationRequest:
     @property
     def batch_key(self) -> tuple[Any, ...]:
         """Jobs with equal keys may share one pipeline call."""
-        return (self.kind, self.width, self.height, self.steps, self.guidance, self.scheduler)
+        return (
+            self.model,
+            self.kind,
+            self.width,
+            self.height,
+            self.steps,
+            self.guidance,
+            self.scheduler,
+        )
 
 
 @dataclass(frozen=True)
@@ -136,6 +146,7 @@ _FLAG_FIELDS = {
     "sampler": "scheduler",
     "w": "width",
     "h": "height",
+    "model": "model",
 }
 
 
@@ -218,8 +229,13 @@ def resolve(
     limits: LimitSettings,
     native_px: int,
     default_scheduler: str,
+    defaults: ModelDefaults | None = None,
 ) -> GenerationRequest:
-    """Apply flags and defaults, normalise text, and check every field against the limits."""
+    """Apply flags and defaults, normalise text, and check every field against the limits.
+
+    Defaults come from the model (its registry entry, then its folder), then from [limits].
+    """
+    model = defaults or ModelDefaults()
     _check_raw_lengths(request, limits)
     request = dataclasses.replace(
         request,
@@ -234,15 +250,15 @@ def resolve(
     )
     if not request.prompt:
         raise InvalidRequest("prompt", "must not be empty")
-    width, height = _size(request, native_px)
+    width, height = _size(request, native_px, model)
     resolved = dataclasses.replace(
         request,
         width=width,
         height=height,
-        steps=limits.default_steps if request.steps is None else request.steps,
-        guidance=limits.default_guidance if request.guidance is None else request.guidance,
+        steps=_first(request.steps, model.steps, limits.default_steps),
+        guidance=_first(request.guidance, model.guidance, limits.default_guidance),
         count=limits.default_count if request.count is None else request.count,
-        scheduler=request.scheduler or default_scheduler,
+        scheduler=request.scheduler or model.scheduler or default_scheduler,
         seed=secrets.randbelow(SEED_MAX + 1) if request.seed is None else request.seed,
     )
     check(resolved, limits)
@@ -259,11 +275,15 @@ def _check_raw_lengths(request: GenerationRequest, limits: LimitSettings) -> Non
             raise InvalidRequest(name, f"expected at most {cap} characters, got {len(text)}")
 
 
-def _size(request: GenerationRequest, native_px: int) -> tuple[int, int]:
+def _first(*values: Any) -> Any:
+    return next(value for value in values if value is not None)
+
+
+def _size(request: GenerationRequest, native_px: int, model: ModelDefaults) -> tuple[int, int]:
     if request.aspect and request.width is None and request.height is None:
         return aspect_size(request.aspect, native_px)
-    width = native_px if request.width is None else request.width
-    height = native_px if request.height is None else request.height
+    width = _first(request.width, model.width, native_px)
+    height = _first(request.height, model.height, native_px)
     return width, height
 
 

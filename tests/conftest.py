@@ -16,8 +16,17 @@ from typing import Any
 import pytest
 import torch
 
-from engine import Engine, GenerationRequest, Requester, Settings, Store
+from engine import (
+    Engine,
+    GenerationRequest,
+    ModelRegistry,
+    Requester,
+    Settings,
+    Store,
+    local_workers,
+)
 from engine.config import from_mapping
+from tests.fakes.worker import GatedWorker
 
 # Two threads on a busy 2-core machine made the tiny model 5–250× slower.
 torch.set_num_threads(1)
@@ -78,9 +87,12 @@ async def make_engine(
     """Return an async factory of started engines; all are closed after the test."""
     engines: list[Engine] = []
 
-    async def make(settings: Settings | None = None, **sections: dict[str, Any]) -> Engine:
+    async def make(
+        settings: Settings | None = None, gated: bool = False, **sections: dict[str, Any]
+    ) -> Engine:
         settings = settings or make_settings(**sections)
-        engine = Engine(settings, Store(settings.engine.data_dir))
+        workers = gated_workers(settings) if gated else None
+        engine = Engine(settings, Store(settings.engine.data_dir), workers=workers)
         await engine.start()
         engines.append(engine)
         return engine
@@ -88,6 +100,21 @@ async def make_engine(
     yield make
     for engine in engines:
         await asyncio.wait_for(engine.close(grace_s=5), 60)
+
+
+def gated_workers(
+    settings: Settings, wrapper: Callable[[Any], GatedWorker] = GatedWorker
+) -> list[GatedWorker]:
+    """Return the engine's own local workers, each wrapped (behind a gate, by default)."""
+    registry = ModelRegistry.from_settings(settings)
+    return [wrapper(w) for w in local_workers(settings.engine, registry, settings.data_path)]
+
+
+def gate(engine: Engine, index: int = 0) -> GatedWorker:
+    """Return an engine's gated worker (made with `make_engine(gated=True)`)."""
+    worker = engine.workers[index]
+    assert isinstance(worker, GatedWorker), "make the engine with gated=True"
+    return worker
 
 
 async def wait_until(

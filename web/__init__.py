@@ -1,5 +1,6 @@
 """imagine's web gallery and JSON API."""
 
-from web.app import create_app
+from web.app import create_app, serve_gallery
+from web.server import GalleryServer
 
-__all__ = ["create_app"]
+__all__ = ["GalleryServer", "create_app", "serve_gallery"]

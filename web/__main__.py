@@ -1,29 +1,24 @@
-"""`python -m web [--config PATH] [--port N]`: the engine and the gallery, without Discord."""
+"""`python -m web [--config PATH] [--port N]`: the engine and the gallery, without Discord.
+
+Wires the parts together: config → store → engine on its own loop thread → gallery server;
+SIGTERM/SIGINT stop the gallery, then the engine (the running job finishes or is re-queued).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
 import threading
-from types import FrameType
-
-import waitress
 
 from engine import ConfigError, Engine, EngineBridge, EngineError, Store, load_settings
-from web import create_app
+from web import serve_gallery
 
 log = logging.getLogger("web")
 
-WSGI_THREADS = 16  # live job pages hold one thread each while they stream events
 CLOSE_TIMEOUT_S = 90.0
-
-
-def _stop(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # waitress closes its sockets and returns from run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,29 +34,32 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return 2
-    store = Store(settings.engine.data_dir, busy_timeout_s=settings.engine.busy_timeout_s)
-    engine = Engine(settings, store)
+    engine = Engine(settings, Store(settings.engine.data_dir, settings.engine.busy_timeout_s))
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="imagine-engine", daemon=True)
     thread.start()
     try:
         asyncio.run_coroutine_threadsafe(engine.start(), loop).result()
-        app = create_app(settings, EngineBridge(engine, loop), store)
+        gallery = serve_gallery(settings, EngineBridge(engine, loop))
     except (ConfigError, EngineError) as error:
         print(f"cannot start: {error}", file=sys.stderr)
         loop.call_soon_threadsafe(loop.stop)
         return 3
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    web = settings.web
-    log.info("gallery on http://%s:%d/", web.host, web.port)
-    with contextlib.suppress(KeyboardInterrupt):
-        waitress.serve(app, host=web.host, port=web.port, threads=WSGI_THREADS, ident="imagine")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    code = 0
+    if gallery.start():
+        log.info("gallery on http://%s:%d/", settings.web.host, settings.web.port)
+        stop.wait()
+    else:
+        code = 3
+    gallery.stop()
     log.info("stopping: finishing or re-queueing the current job")
     asyncio.run_coroutine_threadsafe(engine.close(), loop).result(CLOSE_TIMEOUT_S)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
-    return 0
+    return code
 
 
 if __name__ == "__main__":

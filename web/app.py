@@ -10,10 +10,11 @@ from flask_limiter import Limiter
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from engine import EngineBridge, Settings, Store
+from engine import EngineBridge, Settings
 from web import account, api, errors, gallery, generate, images, ops, security
 from web.context import Context, ctx
 from web.security import Access
+from web.server import GalleryServer
 
 MAX_FORM_PARTS = 100
 FORM_BYTES_BASE = 64 * 1024
@@ -41,8 +42,8 @@ class LimitedRequest(Request):
             raise RequestEntityTooLarge()
 
 
-def create_app(settings: Settings, engine_bridge: EngineBridge, store: Store) -> Flask:
-    """Build the gallery and JSON API over a running engine (through its bridge) and store."""
+def create_app(settings: Settings, engine_bridge: EngineBridge) -> Flask:
+    """Build the gallery and JSON API over a running engine (through its bridge)."""
     debug = security.check_deployment(settings)
     app = Flask(__name__)
     app.request_class = LimitedRequest
@@ -73,7 +74,9 @@ def create_app(settings: Settings, engine_bridge: EngineBridge, store: Store) ->
         headers_enabled=True,
         strategy="fixed-window",
     )
-    app.extensions["imagine"] = Context(settings, engine_bridge, store, access, limiter)
+    app.extensions["imagine"] = Context(
+        settings, engine_bridge, engine_bridge.library, access, limiter
+    )
     csrf = CSRFProtect(app)
     for blueprint in (gallery.bp, images.bp, generate.bp, account.bp, ops.bp):
         app.register_blueprint(blueprint)
@@ -85,7 +88,7 @@ def create_app(settings: Settings, engine_bridge: EngineBridge, store: Store) ->
         view = app.view_functions[endpoint]
         limited = limiter.limit(web.generate_rate_limit, methods=["POST"])(view)
         app.view_functions[endpoint] = limited  # type: ignore[assignment]
-    ops.install_metrics(app, engine_bridge, store)
+    ops.install_metrics(app, engine_bridge)
     errors.register(app)
     security.install(app)
     app.context_processor(_template_globals)
@@ -111,3 +114,9 @@ def _when(epoch: float | None) -> str:
         return ""
     moment = dt.datetime.fromtimestamp(epoch, tz=dt.UTC)
     return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def serve_gallery(settings: Settings, engine_bridge: EngineBridge) -> GalleryServer:
+    """Return the gallery's server over a running engine (not started yet)."""
+    app = create_app(settings, engine_bridge)
+    return GalleryServer(app, settings.web.host, settings.web.port)

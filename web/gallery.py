@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from flask import Blueprint, render_template, request
@@ -55,11 +55,9 @@ def query_from(args: Mapping[str, str], context: Context, limit: int) -> ImageQu
 
 
 def fetch(query: ImageQuery, context: Context) -> Page:
-    """Return one page; ask for one extra row to know whether another page follows."""
-    rows = context.store.list_images(replace(query, limit=query.limit + 1))
-    images = rows[: query.limit]
-    has_more = len(rows) > query.limit
-    return Page(images, images[-1].n if has_more and images else None)
+    """Return one page and the cursor of the next (the store stops at one page)."""
+    found = context.library.page(query)
+    return Page(found.images, found.next_cursor)
 
 
 @bp.get("/")

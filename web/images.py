@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from pathlib import Path
 
 from flask import Blueprint, Response, abort, redirect, render_template, request, send_file
@@ -31,7 +30,7 @@ def visible_image(image_id: str) -> ImageRecord:
     context = ctx()
     if not IMAGE_ID.fullmatch(image_id):
         abort(404)
-    image = context.store.image(image_id)
+    image = context.library.image(image_id)
     if image is None or is_hidden_nsfw(image, context):
         abort(404)
     if not context.access.may_browse() and not context.access.is_mine(
@@ -43,12 +42,8 @@ def visible_image(image_id: str) -> ImageRecord:
 
 def image_file(image: ImageRecord) -> Path:
     """Return the image's file, only if it lies in the images folder and is a plain file."""
-    store = ctx().store
-    if not FILE_NAME.fullmatch(image.file_name):
-        abort(404)
-    folder = store.images_dir.resolve()
-    path = store.image_path(image.file_name)
-    if path.is_symlink() or path.resolve().parent != folder or not path.is_file():
+    path = ctx().library.file_path(image)
+    if path is None:
         abort(404)
     return path
 
@@ -95,7 +90,7 @@ def page(image_id: str) -> str:
         message_url=safe_link(image.message_url),
         is_blurred=(image.is_nsfw_channel or image.is_flagged)
         and context.settings.web.nsfw_images == "blur",
-        is_favourite=context.store.is_favourite(image.id, requester.key),
+        is_favourite=context.library.is_favourite(image.id, requester.key),
         may_delete=context.access.is_admin()
         or context.access.is_mine(image.source, image.author_id),
         nonces={"variation": new_nonce(), "upscale": new_nonce()},
@@ -108,7 +103,7 @@ def favourite(image_id: str) -> ResponseReturnValue:
     context = ctx()
     image = visible_image(image_id)
     is_on = request.form.get("on", "1") == "1"
-    context.store.set_favourite(image.id, context.access.requester().key, is_on, time.time())
+    context.library.set_favourite(image.id, context.access.requester().key, is_on)
     return redirect(f"/images/{image.id}", 303)
 
 
@@ -138,12 +133,12 @@ def _derive(image_id: str, kind: str) -> ResponseReturnValue:
     context.access.require_generate()
     image = visible_image(image_id)
     bridge = context.bridge
-    job_request = (
-        bridge.variation_request(image.id)
-        if kind == "variation"
-        else bridge.upscale_request(image.id)
-    )
     requester = context.access.requester()
+    job_request = (
+        bridge.variation_request(image.id, requester)
+        if kind == "variation"
+        else bridge.upscale_request(image.id, requester)
+    )
     job = bridge.submit(
         job_request, requester, {"web": kind}, idempotency_key(request.form, requester)
     )

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
-import sqlite3
 import time
 from collections.abc import Iterator
 
@@ -14,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from engine import EngineBridge, Event, Finished, Started, Store
+from engine import EngineBridge, EngineStatus, Event, Finished, Started
 from web.context import ctx
 
 log = logging.getLogger(__name__)
@@ -37,14 +35,8 @@ def healthz() -> tuple[Response, int]:
     """Report engine, store and disk; 503 when the gallery cannot serve or queue work."""
     context = ctx()
     status = context.bridge.status()
-    try:
-        store_state = context.store.quick_check()
-    except sqlite3.Error as error:
-        store_state = f"error: {error}"
-    try:
-        free = shutil.disk_usage(context.store.data_dir).free
-    except OSError:
-        free = 0
+    health = context.library.health()
+    store_state, free = health.state, health.disk_free_bytes
     problems = list(status.degraded)
     if free < LOW_DISK_BYTES:
         problems.append("low disk space")
@@ -62,16 +54,38 @@ def healthz() -> tuple[Response, int]:
         "store": store_state,
         "disk_free_bytes": free,
         "degraded": problems,
+        "workers": workers_json(status),
+        "models": [
+            {"name": m.name, "kind": m.kind, "default": m.is_default, "workers": list(m.workers)}
+            for m in status.models
+        ],
     }
     return jsonify(body), 503 if is_down else 200
+
+
+def workers_json(status: EngineStatus) -> list[dict[str, object]]:
+    """Return each worker as /healthz shows it."""
+    return [
+        {
+            "name": w.name,
+            "kind": w.kind,
+            "device": w.device,
+            "state": "busy" if w.is_busy else ("idle" if w.is_alive else "gone"),
+            "models": list(w.models),
+            "resident": list(w.resident),
+            "jobs_done": w.jobs_done,
+            "last_seen_s": w.last_seen_s,
+            "problems": list(w.problems),
+        }
+        for w in status.workers
+    ]
 
 
 class EngineCollector(Collector):
     """Read queue depth, speed, failures and image counts on each scrape."""
 
-    def __init__(self, bridge: EngineBridge, store: Store) -> None:
+    def __init__(self, bridge: EngineBridge) -> None:
         self.bridge = bridge
-        self.store = store
 
     def collect(self) -> Iterator[Metric]:
         """Yield the current values."""
@@ -97,8 +111,17 @@ class EngineCollector(Collector):
             "imagine_images_made", "Images made since start", value=status.images_made
         )
         yield GaugeMetricFamily(
-            "imagine_gallery_images", "Images in the gallery", value=self.store.count_images()
+            "imagine_gallery_images", "Images in the gallery", value=self.bridge.library.count()
         )
+        busy = GaugeMetricFamily(
+            "imagine_worker_busy", "1 while a worker runs a batch", labels=["worker"]
+        )
+        done = CounterMetricFamily("imagine_worker_jobs", "Jobs a worker ran", labels=["worker"])
+        for worker in status.workers:
+            busy.add_metric([worker.name], int(worker.is_busy))
+            done.add_metric([worker.name], worker.jobs_done)
+        yield busy
+        yield done
 
 
 class JobTimer:
@@ -131,12 +154,12 @@ class JobTimer:
             self.run.observe(event.seconds)
 
 
-def install_metrics(app: Flask, bridge: EngineBridge, store: Store) -> None:
+def install_metrics(app: Flask, bridge: EngineBridge) -> None:
     """Give this app its own registry and the /metrics route."""
     registry = CollectorRegistry()
-    registry.register(EngineCollector(bridge, store))
+    registry.register(EngineCollector(bridge))
     timer = JobTimer(bridge, registry)
-    bridge.engine.listeners.append(timer)
+    bridge.listen(timer)
     app.extensions["imagine_metrics"] = {"registry": registry, "timer": timer}
 
     def metrics() -> Response:

@@ -11,7 +11,7 @@ import pytest
 
 from bot import ImagineBot
 from engine import ConfigError, Engine, Settings, Store, reload_settings
-from tests.conftest import wait_until
+from tests.conftest import gated_workers, wait_until
 from tests.fakes.discord import FakeDiscord, FakeInteraction, FakeMessage, FakeUser
 
 GALLERY = "http://gallery.test"
@@ -73,11 +73,18 @@ class Harness:
         self,
         settings: Settings | None = None,
         clock: Callable[[], float] = time.time,
+        worker_wrapper: Callable[[Any], Any] | None = None,
         **sections: Any,
     ) -> ImagineBot:
-        """Start an engine and a bot (after `stop`, on the same data folder = a restart)."""
+        """Start an engine and a bot (after `stop`, on the same data folder = a restart).
+
+        `worker_wrapper` wraps each of the engine's workers (a fake from tests/fakes/worker.py).
+        """
         self.settings = settings or self.settings or self.make(**sections)
-        self.engine = Engine(self.settings, Store(self.settings.engine.data_dir))
+        workers = None
+        if worker_wrapper is not None:
+            workers = gated_workers(self.settings, worker_wrapper)
+        self.engine = Engine(self.settings, Store(self.settings.engine.data_dir), workers=workers)
         await self.engine.start()
         self.bot = ImagineBot(
             self.settings, self.engine, self._reload, clock=clock, guild_ready_timeout=0.05

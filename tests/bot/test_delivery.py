@@ -11,6 +11,7 @@ import pytest
 from engine import read_parameters
 from tests.bot.conftest import GALLERY, Harness, wait_for
 from tests.fakes.discord import FakeInteraction, FakeMessage
+from tests.fakes.worker import FlaggingWorker
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -179,10 +180,7 @@ async def test_images_over_the_upload_limit_are_reencoded_or_linked(harness: Har
 async def test_flagged_images_are_not_posted_outside_age_restricted_channels(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await harness.start()
-    monkeypatch.setattr(
-        harness.engine.pipeline, "_check_safety", lambda images, arrays: [True] * len(images)
-    )
+    await harness.start(worker_wrapper=FlaggingWorker)
 
     handle = await harness.imagine()
     message = await harness.delivered(await harness.job_id(handle))
@@ -194,10 +192,7 @@ async def test_flagged_images_are_not_posted_outside_age_restricted_channels(
 async def test_flagged_images_are_spoilered_in_age_restricted_channels(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await harness.start()
-    monkeypatch.setattr(
-        harness.engine.pipeline, "_check_safety", lambda images, arrays: [True] * len(images)
-    )
+    await harness.start(worker_wrapper=FlaggingWorker)
 
     handle = await harness.imagine(channel_id=harness.fake.nsfw_channel.id)
     message = await harness.delivered(await harness.job_id(handle))

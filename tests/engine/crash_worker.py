@@ -29,7 +29,7 @@ async def main(model: str, data_dir: str, count: int) -> None:
         if isinstance(event, Started) and event.job_id == ids[2]:
             started.set()
 
-    engine.listeners.append(on_event)
+    engine.listen(on_event)
     await started.wait()
     print(json.dumps({"ids": ids}), flush=True)
     await asyncio.sleep(3600)

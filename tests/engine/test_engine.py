@@ -31,7 +31,7 @@ from engine import (
     Started,
     read_parameters,
 )
-from tests.conftest import wait_done
+from tests.conftest import gate, wait_done, wait_until
 
 EngineFactory = Callable[..., Any]
 
@@ -99,12 +99,10 @@ async def test_batched_images_match_alone_within_one_level(
         job = await alone_engine.submit(make_request(f"fox {seed}", seed=seed), make_requester())
         alone.append(pixels(png_bytes(alone_engine, await wait_done(alone_engine, job.id))))
     await alone_engine.close()
-    batched_engine = await make_engine(engine={"max_batch": 4})
-    runs: list[list[str]] = []
-    batched_engine.listeners.append(
-        lambda e: runs.append([e.job_id]) if isinstance(e, Started) else None
-    )
-    async with batched_engine._lock:  # hold the worker so all three queue up together
+    batched_engine = await make_engine(engine={"max_batch": 4}, gated=True)
+    async with gate(batched_engine).held():  # a job ahead holds the worker: all three queue up
+        await batched_engine.submit(make_request("ahead"), make_requester("ahead"))
+        await wait_until(lambda: gate(batched_engine).batches)
         jobs = [
             await batched_engine.submit(
                 make_request(f"fox {seed}", seed=seed), make_requester(f"u{seed}")
@@ -116,15 +114,16 @@ async def test_batched_images_match_alone_within_one_level(
     ]
     for a, b in zip(alone, together, strict=True):
         assert np.abs(a - b).max() <= 1
+    assert [len(batch.items) for batch in gate(batched_engine).batches] == [1, 3]
 
 
 async def test_fairness_a_queues_four_b_queues_one_b_runs_second(
     make_engine: EngineFactory, make_request: Any, make_requester: Any
 ) -> None:
-    engine = await make_engine()
+    engine = await make_engine(gated=True)
     started: list[str] = []
-    engine.listeners.append(lambda e: started.append(e.job_id) if isinstance(e, Started) else None)
-    async with engine._lock:
+    engine.listen(lambda e: started.append(e.job_id) if isinstance(e, Started) else None)
+    async with gate(engine).held():
         a_jobs = [await engine.submit(make_request(), make_requester("a")) for _ in range(4)]
         b_job = await engine.submit(make_request(), make_requester("b"))
     for job in [*a_jobs, b_job]:
@@ -136,8 +135,8 @@ async def test_fairness_a_queues_four_b_queues_one_b_runs_second(
 async def test_queue_position_and_eta_are_reported(
     make_engine: EngineFactory, make_request: Any, make_requester: Any
 ) -> None:
-    engine = await make_engine()
-    async with engine._lock:
+    engine = await make_engine(gated=True)
+    async with gate(engine).held():
         jobs = [await engine.submit(make_request(), make_requester(f"u{i}")) for i in range(3)]
         positions = [engine.job(job.id).position for job in jobs]
         assert sorted(p for p in positions if p is not None)[-1] >= 2
@@ -151,8 +150,8 @@ async def test_queue_position_and_eta_are_reported(
 async def test_queue_full_refuses_new_work_and_keeps_accepted_jobs(
     make_engine: EngineFactory, make_request: Any, make_requester: Any
 ) -> None:
-    engine = await make_engine(limits={"max_queue": 3, "max_per_user": 10})
-    async with engine._lock:
+    engine = await make_engine(limits={"max_queue": 3, "max_per_user": 10}, gated=True)
+    async with gate(engine).held():
         accepted = [await engine.submit(make_request(), make_requester(f"u{i}")) for i in range(3)]
         with pytest.raises(QueueFull) as caught:
             await engine.submit(make_request(), make_requester("late"))
@@ -164,8 +163,8 @@ async def test_queue_full_refuses_new_work_and_keeps_accepted_jobs(
 async def test_per_user_cap_refuses_with_the_limit(
     make_engine: EngineFactory, make_request: Any, make_requester: Any
 ) -> None:
-    engine = await make_engine(limits={"max_per_user": 2})
-    async with engine._lock:
+    engine = await make_engine(limits={"max_per_user": 2}, gated=True)
+    async with gate(engine).held():
         for _ in range(2):
             await engine.submit(make_request(), make_requester())
         with pytest.raises(QueueFull) as caught:
@@ -259,8 +258,8 @@ async def test_banned_user_is_refused_until_unbanned(
 async def test_cancel_a_queued_job(
     make_engine: EngineFactory, make_request: Any, make_requester: Any
 ) -> None:
-    engine = await make_engine()
-    async with engine._lock:
+    engine = await make_engine(gated=True)
+    async with gate(engine).held():
         await engine.submit(make_request(), make_requester("other"))
         job = await engine.submit(make_request(), make_requester())
         view = await engine.cancel(job.id, by=make_requester())
@@ -287,8 +286,8 @@ async def test_cancel_a_running_job_stops_it_without_images(
 async def test_only_the_requester_or_a_moderator_may_cancel(
     make_engine: EngineFactory, make_request: Any, make_requester: Any
 ) -> None:
-    engine = await make_engine()
-    async with engine._lock:
+    engine = await make_engine(gated=True)
+    async with gate(engine).held():
         job = await engine.submit(make_request(), make_requester())
         with pytest.raises(Forbidden):
             await engine.cancel(job.id, by=make_requester("mallory"))
@@ -301,21 +300,24 @@ async def test_variation_and_upscale_reuse_a_stored_image(
     engine = await make_engine(limits={"max_size_px": 64, "min_size_px": 32})
     first = await wait_done(engine, (await engine.submit(make_request(), make_requester())).id)
     source = first.images[0]
-    variation = await engine.submit(engine.variation_request(source.id), make_requester())
-    upscale = await engine.submit(engine.upscale_request(source.id), make_requester())
+    who = make_requester()
+    variation = await engine.submit(await engine.variation_request(source.id, who), who)
+    upscale = await engine.submit(await engine.upscale_request(source.id, who), who)
     v, u = await wait_done(engine, variation.id), await wait_done(engine, upscale.id)
     assert v.images[0].kind == Kind.VARIATION and v.images[0].parent_image_id == source.id
     assert (v.images[0].width, v.images[0].height) == (32, 32)
     assert (u.images[0].width, u.images[0].height) == (64, 64)
     assert u.images[0].seed == source.seed
     with pytest.raises(InvalidRequest, match="largest size"):
-        await engine.submit(engine.upscale_request(u.images[0].id), make_requester())
+        await engine.submit(await engine.upscale_request(u.images[0].id, who), who)
 
 
-async def test_variation_of_a_missing_image_is_not_found(make_engine: EngineFactory) -> None:
+async def test_variation_of_a_missing_image_is_not_found(
+    make_engine: EngineFactory, make_requester: Any
+) -> None:
     engine = await make_engine()
     with pytest.raises(NotFound):
-        engine.variation_request("nope-0")
+        await engine.variation_request("nope-0", make_requester())
 
 
 async def test_png_parameters_parse_back_to_the_request(
@@ -374,8 +376,8 @@ async def test_status_reports_model_device_and_queue(
 async def test_jobs_lists_a_requesters_active_jobs_in_order(
     make_engine: EngineFactory, make_request: Any, make_requester: Any
 ) -> None:
-    engine = await make_engine()
-    async with engine._lock:
+    engine = await make_engine(gated=True)
+    async with gate(engine).held():
         mine = [await engine.submit(make_request(), make_requester()) for _ in range(2)]
         await engine.submit(make_request(), make_requester("bob"))
         assert [v.id for v in engine.jobs("web:alice")] == [j.id for j in mine]
@@ -416,7 +418,7 @@ async def test_upscale_with_few_steps_still_runs_one_step(
 ) -> None:
     engine = await make_engine(limits={"max_size_px": 64})
     first = await wait_done(engine, (await engine.submit(make_request(), make_requester())).id)
-    request = engine.upscale_request(first.images[0].id)
+    request = await engine.upscale_request(first.images[0].id, make_requester())
     job = await engine.submit(dataclasses.replace(request, steps=2), make_requester())
     assert isinstance(await wait_done(engine, job.id), Finished)
 
@@ -424,19 +426,17 @@ async def test_upscale_with_few_steps_still_runs_one_step(
 async def test_a_burst_of_compatible_jobs_runs_as_one_call(
     make_engine: EngineFactory, make_request: Any, make_requester: Any
 ) -> None:
-    engine = await make_engine(engine={"max_batch": 4, "batch_window_s": 0.2})
-    calls: list[int] = []
-    original = engine.pipeline.run
-    engine.pipeline.run = lambda batch, *a: calls.append(len(batch.items)) or original(batch, *a)  # type: ignore[method-assign]
+    engine = await make_engine(engine={"max_batch": 4, "batch_window_s": 0.2}, gated=True)
     jobs = await asyncio.gather(
         *(engine.submit(make_request(seed=s), make_requester(f"u{s}")) for s in range(4))
     )
     for job in jobs:
         assert isinstance(await wait_done(engine, job.id), Finished)
+    calls = [len(batch.items) for batch in gate(engine).batches]
     assert calls == [4]
 
 
 async def test_max_batch_auto_is_one_on_the_cpu(make_engine: EngineFactory) -> None:
     engine = await make_engine()
     assert engine.settings.engine.max_batch == 0
-    assert engine._max_batch() == 1
+    assert engine.status().workers[0].max_batch == 1

@@ -20,9 +20,18 @@ from typing import Any
 import pytest
 import torch
 
-from engine import Engine, Failed, Finished, ModelUnavailable, Progress, Store, StoreError
+from engine import (
+    Engine,
+    Failed,
+    Finished,
+    LocalWorker,
+    ModelUnavailable,
+    Progress,
+    Store,
+    StoreError,
+)
 from engine.config import from_mapping
-from tests.conftest import wait_done
+from tests.conftest import wait_done, wait_until
 
 EngineFactory = Callable[..., Any]
 ROOT = Path(__file__).parents[2]
@@ -48,9 +57,26 @@ class Rig:
         assert isinstance(await wait_done(engine, job.id), Finished)
 
     def patch_unet(self, engine: Engine, fault: Callable[..., Any]) -> None:
-        unet = engine.pipeline._pipe().unet
+        unet = diffusers_of(engine).unet
         original = unet.forward
         self.monkeypatch.setattr(unet, "forward", lambda *a, **k: fault(original, *a, **k))
+
+
+def pipeline_of(engine: Engine) -> Any:
+    """Return the default model's pipeline on the engine's (only) local worker."""
+    worker = engine.workers[0]
+    assert isinstance(worker, LocalWorker)
+    return worker.pipeline(engine.registry.default_name)
+
+
+def diffusers_of(engine: Engine) -> Any:
+    """Return the diffusers pipeline behind it (to inject faults into the UNet or VAE)."""
+    return pipeline_of(engine).diffusers
+
+
+def worker_is_free(engine: Engine) -> bool:
+    """Return whether the worker runs nothing (the old GPU lock is never left held)."""
+    return not engine.status().workers[0].is_busy
 
 
 @pytest.fixture
@@ -81,7 +107,7 @@ async def test_exception_mid_generation_fails_that_job_and_the_next_succeeds(
     event = await wait_done(engine, bad.id)
     assert isinstance(event, Failed)
     assert "RuntimeError" in event.reason
-    assert not engine._lock.locked()
+    assert await wait_until(lambda: worker_is_free(engine))
     await rig.assert_next_job_succeeds(engine)
     assert engine.job(bad.id).state == "failed"
 
@@ -101,7 +127,7 @@ async def test_out_of_memory_retries_once_with_slicing_and_tiling(
     rig.patch_unet(engine, fault)
     job = await rig.submit(engine)
     assert isinstance(await wait_done(engine, job.id), Finished)
-    assert engine.pipeline._is_memory_saving
+    assert pipeline_of(engine).is_memory_saving
 
 
 async def test_out_of_memory_twice_fails_clearly_and_the_queue_keeps_running(
@@ -125,7 +151,7 @@ async def test_out_of_memory_twice_fails_clearly_and_the_queue_keeps_running(
 
 
 def patch_vae_decode(engine: Engine, monkeypatch: pytest.MonkeyPatch, bad_calls: int) -> list[int]:
-    vae = engine.pipeline._pipe().vae
+    vae = diffusers_of(engine).vae
     original = vae.decode
     calls: list[int] = []
 
@@ -179,7 +205,7 @@ async def test_a_hanging_step_is_interrupted_by_the_watchdog(
     job = await rig.submit(engine, steps=10)
     event = await wait_done(engine, job.id)
     assert isinstance(event, Failed) and "timed out after 1 s" in event.reason
-    assert not engine._lock.locked()
+    assert await wait_until(lambda: worker_is_free(engine))
     await rig.assert_next_job_succeeds(engine)
 
 
@@ -195,10 +221,9 @@ async def test_a_stuck_worker_thread_is_replaced(
         return original(*args, **kwargs)
 
     rig.patch_unet(engine, fault)
-    first_thread = engine._gpu
     job = await rig.submit(engine)
     assert isinstance(await wait_done(engine, job.id), Failed)
-    assert engine._gpu is not first_thread
+    assert "a worker thread hung and was replaced" in engine.status().degraded
     assert engine.status().degraded
     release.set()
     await rig.assert_next_job_succeeds(engine)

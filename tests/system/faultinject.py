@@ -46,9 +46,9 @@ def install(flags: Path, hang_s: float) -> None:
 
         return original_run(self, batch, hanging_step, should_stop)
 
-    def load(self: Any) -> None:
-        original_load(self)
-        unet = self._pipe().unet
+    def load(self: Any) -> Any:
+        facts = original_load(self)
+        unet = self.diffusers.unet
         forward = unet.forward
 
         def faulty(*args: Any, **kwargs: Any) -> Any:
@@ -59,6 +59,7 @@ def install(flags: Path, hang_s: float) -> None:
             return forward(*args, **kwargs)
 
         unet.forward = faulty
+        return facts
 
     real_fsync = os.fsync
 

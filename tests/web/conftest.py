@@ -80,7 +80,7 @@ def make_site(start_engine: Callable[..., Running]) -> Callable[..., Site]:
 
     def make(env: dict[str, str] | None = None, **sections: dict[str, Any]) -> Site:
         running = start_engine(env=env, **sections)
-        app = create_app(running.settings, running.bridge, running.store)
+        app = create_app(running.settings, running.bridge)
         app.config["TESTING"] = True
         return Site(app, running)
 

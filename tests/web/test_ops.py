@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections import namedtuple
 from unittest import mock
@@ -18,7 +19,7 @@ def test_healthz_reports_engine_store_and_disk(client) -> None:  # type: ignore[
 
 
 def test_healthz_says_degraded_when_the_engine_does(site: Site) -> None:
-    site.running.engine._degraded["storage"] = "images folder is read-only"
+    site.running.engine.counters.degraded["storage"] = "images folder is read-only"
     body = site.client().get("/healthz").get_json()
     assert body["status"] == "degraded"
     assert "images folder is read-only" in body["degraded"]
@@ -32,10 +33,10 @@ def test_healthz_says_degraded_on_low_disk(site: Site) -> None:
 
 
 def test_healthz_is_503_when_the_engine_stops_accepting(site: Site) -> None:
-    site.running.engine._is_accepting = False
+    running = site.running
+    asyncio.run_coroutine_threadsafe(running.engine.close(grace_s=1), running.loop).result(60)
     response = site.client().get("/healthz")
     assert response.status_code == 503 and response.get_json()["status"] == "down"
-    site.running.engine._is_accepting = True
 
 
 def test_metrics_count_queue_jobs_and_images(site: Site) -> None:
@@ -67,7 +68,7 @@ def test_metrics_count_refusals_by_reason(make_site) -> None:  # type: ignore[no
 def test_each_app_has_its_own_registry(site: Site) -> None:
     from web import create_app
 
-    other = create_app(site.running.settings, site.running.bridge, site.store)
+    other = create_app(site.running.settings, site.running.bridge)
     assert other.test_client().get("/metrics").status_code == 200
     assert site.client().get("/metrics").status_code == 200
 

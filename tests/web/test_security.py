@@ -218,7 +218,7 @@ def test_unexpected_error_is_a_short_apology(site: Site, caplog: pytest.LogCaptu
 def test_secret_key_is_generated_once_and_kept(site: Site) -> None:
     path = site.running.settings.data_path / SECRET_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    again = create_app(site.running.settings, site.running.bridge, site.store)
+    again = create_app(site.running.settings, site.running.bridge)
     assert again.secret_key == site.app.secret_key == path.read_text()
 
 
@@ -237,7 +237,7 @@ def test_session_cookie_is_signed_and_http_only(client) -> None:  # type: ignore
 def test_debug_outside_development_is_refused(start_engine) -> None:  # type: ignore[no-untyped-def]
     running = start_engine(web={"debug": True, "host": "0.0.0.0"})
     with pytest.raises(ConfigError, match=r"web\.debug"):
-        create_app(running.settings, running.bridge, running.store)
+        create_app(running.settings, running.bridge)
 
 
 def test_open_bind_without_admin_token_warns_loudly(
@@ -245,5 +245,5 @@ def test_open_bind_without_admin_token_warns_loudly(
 ) -> None:  # type: ignore[no-untyped-def]
     running = start_engine(web={"host": "0.0.0.0"})
     with caplog.at_level(logging.WARNING, logger="web.security"):
-        create_app(running.settings, running.bridge, running.store)
+        create_app(running.settings, running.bridge)
     assert "without an admin token" in caplog.text

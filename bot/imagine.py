@@ -1,0 +1,150 @@
+"""The imagine extension: `/imagine`, and the buttons under every result.
+
+No `from __future__ import annotations` here: discord.py reads the option bounds from the
+annotations, which are built from the config when the cog loads.
+"""
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.app_commands import Choice, Range
+from discord.ext import commands
+
+from bot import checks
+from bot.delivery import NO_MENTIONS
+from bot.views import BUTTON_EVENT
+from engine import ASPECTS, SCHEDULERS, SEED_MAX, Forbidden, GenerationRequest
+
+if TYPE_CHECKING:
+    from bot.client import ImagineBot
+
+DISCORD_MAX_OPTION_CHARS = 6000
+AUTOCOMPLETE_CHOICES = 25  # Discord shows at most 25
+
+
+class ImagineCog(commands.Cog):
+    """Generate from a prompt; re-roll, vary, upscale or delete a result."""
+
+    def __init__(self, bot: "ImagineBot") -> None:
+        self.bot = bot
+        self.command = imagine_command(bot)
+
+    async def cog_load(self) -> None:
+        self.bot.tree.add_command(self.command)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.command.name)
+
+    @commands.Cog.listener(f"on_{BUTTON_EVENT}")
+    async def on_result_button(
+        self, action: str, ident: str, interaction: discord.Interaction
+    ) -> None:
+        """Handle a result button: re-roll a job, vary or upscale an image, delete a result."""
+        bot, engine = self.bot, self.bot.engine
+        async with bot.answering(interaction):
+            if action == "del":
+                await self._delete(ident, interaction)
+                return
+            requester = checks.requester_of(interaction)
+            if action == "reroll":
+                request = await engine.reroll_request(ident)
+            elif action == "var":
+                request = await engine.variation_request(ident, requester)
+            else:
+                request = await engine.upscale_request(ident, requester)
+            await bot.submit_from(interaction, request)
+
+    async def _delete(self, job_id: str, interaction: discord.Interaction) -> None:
+        engine = self.bot.engine
+        requester = checks.requester_of(interaction)
+        job = await engine.fetch_job(job_id)
+        is_owner = job.requester.key == requester.key
+        if not is_owner and not engine.moderator.is_moderator(requester):
+            raise Forbidden("delete someone else's images")
+        for image_id in job.image_ids:
+            await engine.delete_image(image_id, by=requester)
+        await interaction.response.edit_message(
+            content=f"🗑 Deleted by {interaction.user.mention}.",
+            embeds=[],
+            attachments=[],
+            view=None,
+            allowed_mentions=NO_MENTIONS,
+        )
+
+
+def imagine_command(bot: "ImagineBot") -> app_commands.Command:
+    """Return /imagine with option bounds from the config and models from the registry."""
+    limits = bot.settings.limits
+    chars = min(limits.max_prompt_chars, DISCORD_MAX_OPTION_CHARS)
+    Prompt = Range[str, 1, chars]
+    Steps = Range[int, 1, limits.max_steps]
+    Guidance = Range[float, 0.0, limits.max_guidance]
+    Count = Range[int, 1, limits.max_count]
+    Seed = Range[int, 0, SEED_MAX]
+
+    @app_commands.command(name="imagine", description="Generate images from a prompt")
+    @app_commands.describe(
+        prompt="What to draw; inline flags work too: --ar 3:2 --seed 7 --no cars --steps 30",
+        negative="What to keep out of the image",
+        aspect="Aspect ratio (width:height)",
+        steps=f"Denoising steps (1–{limits.max_steps}, default {limits.default_steps})",
+        guidance=f"How closely to follow the prompt (0–{limits.max_guidance:g})",
+        seed=f"Seed for reproducible images (0–{SEED_MAX})",
+        count=f"How many images (1–{limits.max_count})",
+        scheduler="Sampler",
+        model="Which model draws it (default: the server's)",
+    )
+    @app_commands.choices(
+        aspect=[Choice(name=a, value=a) for a in ASPECTS],
+        scheduler=[Choice(name=s, value=s) for s in SCHEDULERS],
+    )
+    async def imagine(
+        interaction: discord.Interaction,
+        prompt: Prompt,  # type: ignore[valid-type]
+        negative: Prompt | None = None,  # type: ignore[valid-type]
+        aspect: str | None = None,
+        steps: Steps | None = None,  # type: ignore[valid-type]
+        guidance: Guidance | None = None,  # type: ignore[valid-type]
+        seed: Seed | None = None,  # type: ignore[valid-type]
+        count: Count | None = None,  # type: ignore[valid-type]
+        scheduler: str | None = None,
+        model: Range[str, 1, 64] | None = None,  # type: ignore[valid-type]
+    ) -> None:
+        request = GenerationRequest(
+            prompt=prompt,
+            negative_prompt=negative or "",
+            aspect=aspect,
+            steps=steps,
+            guidance=guidance,
+            seed=seed,
+            count=count,
+            scheduler=scheduler,
+            model=model,
+        )
+        async with bot.answering(interaction):
+            await bot.submit_from(interaction, request)
+
+    @imagine.autocomplete("model")
+    async def model_names(interaction: discord.Interaction, current: str) -> list[Choice[str]]:
+        return model_choices(bot, current)
+
+    return imagine
+
+
+def model_choices(bot: "ImagineBot", current: str) -> list[Choice[str]]:
+    """Return the registry's models that match what was typed (name or label)."""
+    typed = current.casefold()
+    choices = []
+    for model in bot.engine.status().models:
+        label = model.label if model.label == model.name else f"{model.label} ({model.name})"
+        if model.kind != "txt2img" or not model.workers:
+            continue
+        if typed in model.name.casefold() or typed in model.label.casefold():
+            choices.append(Choice(name=label[:100], value=model.name))
+    return choices[:AUTOCOMPLETE_CHOICES]
+
+
+async def setup(bot: "ImagineBot") -> None:
+    """Load the extension (discord.py calls this)."""
+    await bot.add_cog(ImagineCog(bot))

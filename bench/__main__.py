@@ -1,9 +1,10 @@
 """`python -m bench [NAME ...]`: run benchmarks, write bench/results/*.json and RESULTS.md.
 
 With no names it runs the CPU set `make bench` promises: overhead, batching (tiny model),
-discord_latency, gallery and fullsize_step (the full SD 2.1 architecture; ~10 minutes of the
-total). `--quick` leaves fullsize_step out. `batching-fullsize` adds the full-size batching case
-(another ~10 minutes). `gpu-record FILE` appends a gpu.json from a GPU run to RESULTS.md.
+discord_latency, gallery, workers and fullsize_step (the full SD 2.1 architecture; ~10 minutes
+of the total). `--quick` leaves fullsize_step out. `batching-fullsize` adds the full-size
+batching case (another ~10 minutes). `gpu-record FILE` appends a gpu.json from a GPU run to
+RESULTS.md.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ def _gallery() -> Any:
     return gallery.run()
 
 
+def _workers() -> Any:
+    from bench import workers
+
+    return workers.run()
+
+
 def _fullsize_step() -> Any:
     from bench import fullsize_step
 
@@ -63,8 +70,9 @@ BENCHMARKS: dict[str, Callable[[], Any]] = {
     "gallery": _gallery,
     "fullsize_step": _fullsize_step,
     "batching-fullsize": _batching_fullsize,
+    "workers": _workers,
 }
-DEFAULT = ("overhead", "batching", "discord_latency", "gallery", "fullsize_step")
+DEFAULT = ("overhead", "batching", "discord_latency", "gallery", "workers", "fullsize_step")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from engine.config import BUILTIN_DEMO, BUILTIN_TINY, SD21, Overrides, Settings
 from engine.config import load as load_settings
 from engine.config import try_reload as reload_settings
 from engine.derive import upscale_size
-from engine.engine import Engine, Pending
+from engine.engine import Engine
 from engine.errors import (
     Banned,
     Blocked,
@@ -32,6 +32,7 @@ from engine.errors import (
     WorkerTimedOut,
 )
 from engine.events import TERMINAL, Cancelled, Event, Failed, Finished, Progress, Queued, Started
+from engine.intake import Pending
 from engine.jobs import EndReason, JobView
 from engine.library import Library, StoreHealth
 from engine.local import LocalWorker, local_workers

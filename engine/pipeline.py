@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -62,6 +63,9 @@ log = logging.getLogger(__name__)
 diffusers_logging.disable_progress_bar()
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+# from_pretrained builds modules under accelerate's init_empty_weights, which patches
+# torch.nn.Module for the whole process: two workers loading at once got meta tensors.
+LOAD_LOCK = threading.Lock()
 INPAINT_KINDS = ("inpaint", "outpaint")
 
 # Linear map from SD's 4 latent channels to RGB: a cheap preview with no VAE call.
@@ -100,8 +104,9 @@ class Pipeline:
 
     def load(self) -> ModelFacts:
         """Load weights (safetensors only) onto the device; raise ModelUnavailable."""
-        source = self._resolve_source()
-        pipe = self._from_source(source)
+        with LOAD_LOCK:  # one load at a time in this process (see LOAD_LOCK)
+            source = self._resolve_source()
+            pipe = self._from_source(source)
         pipe.set_progress_bar_config(disable=True)
         self._place(pipe)
         self._main = pipe

@@ -62,6 +62,14 @@ class Scheduler:
         """Look for work for free workers (a job arrived, or a worker became free)."""
         self._wakeup.set()
 
+    def worker(self, name: str | None) -> Worker:
+        """Return a worker by name."""
+        return next(worker for worker in self.workers if worker.name == name)
+
+    def serves(self, model: str) -> bool:
+        """Return whether any worker can run jobs for a model now."""
+        return any(worker.info().can_serve(model) for worker in self.workers)
+
     def is_busy(self, worker: str) -> bool:
         """Return whether a worker runs a batch now."""
         return worker in self._busy

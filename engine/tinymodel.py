@@ -55,7 +55,10 @@ def sd2_scheduler() -> DDIMScheduler:
 
 
 def build(folder: Path, seed: int = 0) -> Path:
-    """Build and save the tiny pipeline into `folder` (native size 32 px); return the folder."""
+    """Build and save the tiny pipeline into `folder` (native size 32 px); return the folder.
+
+    Long because it spells out every component's config, like SD 2.1's own model_index.
+    """
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         sample_size=16,

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from engine.errors import NotFound
 from engine.estimates import Estimates
-from engine.events import Event, EventBus, Progress, Queued, Started
+from engine.events import Cancelled, Event, EventBus, Failed, Finished, Progress, Queued, Started
 from engine.jobs import Job, JobTable, JobView
+from engine.library import Library
+from engine.offload import Offload
 from engine.store import JobState
 
 
@@ -14,11 +17,19 @@ class Views:
     """Build job views and keep followers told of their place in line."""
 
     def __init__(
-        self, table: JobTable, estimates: Estimates, bus: EventBus, workers: Callable[[], int]
+        self,
+        table: JobTable,
+        estimates: Estimates,
+        bus: EventBus,
+        library: Library,
+        offload: Offload,
+        workers: Callable[[], int],
     ) -> None:
         self.table = table
         self.estimates = estimates
         self.bus = bus
+        self.library = library
+        self.offload = offload
         self.workers = workers
 
     def _starts(self) -> dict[str, float]:
@@ -46,6 +57,36 @@ class Views:
         if requester_key is None:
             return views
         return [view for view in views if view.requester.key == requester_key]
+
+    def job(self, job_id: str) -> JobView:
+        """Return a job's view: active from memory, else from the store (any thread); NotFound."""
+        job = self.table.get(job_id)
+        if job is not None:
+            return self.view(job)
+        view = self.library.stored_job(job_id)
+        if view is None:
+            raise NotFound("job", job_id)
+        return view
+
+    async def fetch(self, job_id: str) -> JobView:
+        """Return a job's view, reading the store off the loop; raise NotFound."""
+        job = self.table.get(job_id)
+        if job is not None:
+            return self.view(job)
+        view = await self.offload.run(self.library.stored_job, job_id)
+        if view is None:
+            raise NotFound("job", job_id)
+        return view
+
+    async def final_event(self, job_id: str) -> Event:
+        """Return the terminal event of an ended job, rebuilt from the store."""
+        view = await self.fetch(job_id)
+        if view.state == JobState.DONE:
+            images = await self.offload.run(self.library.images_of_job, job_id)
+            return Finished(job_id, tuple(images), view.seconds or 0.0)
+        if view.state == JobState.CANCELLED:
+            return Cancelled(job_id, (view.error or "").removeprefix("cancelled by "))
+        return Failed(job_id, view.error or "interrupted")
 
     def current_event(self, job: Job) -> Event:
         """Return the event that says where a job is now (a new follower's first event)."""

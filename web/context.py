@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from flask import current_app
 from flask_limiter import Limiter
 
-from engine import EngineBridge, EngineError, Settings, Store
+from engine import EngineBridge, EngineError, Library, Settings
 from web.security import Access
 
 MODEL_CACHE_S = 10.0
@@ -16,11 +16,13 @@ MODEL_CACHE_S = 10.0
 
 @dataclass(frozen=True)
 class ModelAbout:
-    """What the pages say about the model that draws: its name and what kind it is."""
+    """What the pages say about a model: its name, label and what kind it is."""
 
     name: str
     is_demo: bool = False
     is_noise: bool = False
+    title: str = ""
+    kind: str = "txt2img"
 
     @property
     def label(self) -> str:
@@ -34,27 +36,34 @@ class ModelAbout:
 
 @dataclass(frozen=True)
 class Context:
-    """The settings, the engine bridge, the store and the access rules of one app."""
+    """The settings, the engine bridge, the image library and the access rules of one app."""
 
     settings: Settings
     bridge: EngineBridge
-    store: Store
+    library: Library
     access: Access
     limiter: Limiter
-    _about: list[tuple[float, ModelAbout]] = field(default_factory=list, compare=False)
+    _about: list[tuple[float, list[ModelAbout]]] = field(default_factory=list, compare=False)
 
     def model(self) -> ModelAbout:
-        """Return what runs now, asked of the engine at most every few seconds."""
+        """Return the default model (the first of `models()`)."""
+        return self.models()[0]
+
+    def models(self) -> list[ModelAbout]:
+        """Return the registry's models, default first, asked of the engine every few seconds."""
         now = time.monotonic()
         if self._about and now - self._about[0][0] < MODEL_CACHE_S:
             return self._about[0][1]
         try:
             status = self.bridge.status()
         except (EngineError, TimeoutError):
-            return self._about[0][1] if self._about else ModelAbout("the configured model")
-        about = ModelAbout(status.model, status.is_demo, status.is_builtin_noise)
-        self._about[:] = [(now, about)]
-        return about
+            return self._about[0][1] if self._about else [ModelAbout("the configured model")]
+        models = [
+            ModelAbout(m.name, m.is_demo, m.is_noise, m.label, m.kind)
+            for m in sorted(status.models, key=lambda m: not m.is_default)
+        ] or [ModelAbout(status.model, status.is_demo, status.is_builtin_noise)]
+        self._about[:] = [(now, models)]
+        return models
 
 
 def ctx() -> Context:

@@ -10,7 +10,7 @@ from typing import Any
 
 from engine import GenerationRequest, ImageRecord, InvalidRequest, Kind
 
-TEXT_FIELDS = ("prompt", "negative_prompt", "scheduler", "aspect")
+TEXT_FIELDS = ("prompt", "negative_prompt", "scheduler", "aspect", "model")
 INT_FIELDS = ("width", "height", "steps", "seed", "count")
 FLOAT_FIELDS = ("guidance",)
 API_FIELDS = (*TEXT_FIELDS, *INT_FIELDS, *FLOAT_FIELDS, "kind", "source_image_id")
@@ -56,7 +56,7 @@ def from_json(body: Any) -> GenerationRequest:
     values.setdefault("prompt", "")
     if values.get("negative_prompt") is None:
         values["negative_prompt"] = ""
-    for name in ("scheduler", "aspect", "source_image_id"):
+    for name in ("scheduler", "aspect", "source_image_id", "model"):
         if values.get(name) is not None and not isinstance(values[name], str):
             raise InvalidRequest(name, "expected text")
     try:
@@ -80,6 +80,7 @@ def prefill(image: ImageRecord) -> dict[str, str]:
         "seed": str(image.seed),
         "count": "1",
         "scheduler": image.scheduler,
+        "model": image.model,
     }
 
 

@@ -36,7 +36,7 @@ from web.security import idempotency_key, new_nonce
 bp = Blueprint("generate", __name__)
 
 ADVANCED = ("negative_prompt", "aspect", "width", "height", "steps", "guidance", "seed", "count")
-FORM_FIELDS = ("prompt", *ADVANCED, "scheduler")
+FORM_FIELDS = ("prompt", "model", *ADVANCED, "scheduler")
 JOB_ID_CHARS = set("0123456789abcdef")
 
 
@@ -52,6 +52,7 @@ def _form(values: dict[str, str], errors: dict[str, str], status: int = 200) -> 
         schedulers=SCHEDULERS,
         aspects=ASPECTS,
         # The demo model only draws its caption grammar: show it, and prompts it draws well.
+        models=[m for m in ctx().models() if m.kind == "txt2img"],
         demo_grammar=DEMO_GRAMMAR if is_demo else None,
         demo_examples=DEMO_EXAMPLES if is_demo else (),
     )
@@ -110,7 +111,7 @@ def job_page(job_id: str) -> str:
     """Show a job: its place in the queue, its progress, then its images."""
     context = ctx()
     job = job_or_404(job_id)
-    images = [img for i in job.image_ids if (img := context.store.image(i)) is not None]
+    images = [img for i in job.image_ids if (img := context.library.image(i)) is not None]
     requester = context.access.requester()
     return render_template(
         "job.html",

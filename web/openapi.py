@@ -67,6 +67,10 @@ def _request_schema(settings: Settings) -> dict[str, Any]:
             "count": {"type": "integer", "minimum": 1, "maximum": limits.max_count},
             "scheduler": {"type": "string", "enum": list(SCHEDULERS)},
             "kind": {"type": "string", "enum": ["txt2img", "variation", "upscale"]},
+            "model": {
+                "type": "string",
+                "description": "A model name from /status (default: the server's default model).",
+            },
             "source_image_id": {
                 "type": "string",
                 "description": "Required for a variation or an upscale.",

@@ -57,3 +57,33 @@ async def test_imagine_defers_shows_progress_and_posts_pngs_matching_the_embed(
     assert f"imagine:var:{job_id}-1" in custom_ids and f"imagine:up:{job_id}-0" in custom_ids
     assert f"{GALLERY}/images/{job_id}-0" in custom_ids
     assert harness.engine.job(job_id).delivery["mode"] == "interaction"
+
+
+async def test_imagine_model_option_picks_a_registry_model_shown_in_the_embed(
+    harness: Harness,
+    tiny_model_dir,
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    from engine import tinymodel
+
+    other = tinymodel.build(tmp_path / "tiny-b", seed=1)
+    await harness.start(
+        models={"a": {"path": str(tiny_model_dir)}, "b": {"path": str(other), "label": "Tiny B"}},
+        engine={"model": "a"},
+    )
+    fake = harness.fake
+    complete = await fake.send_autocomplete(
+        fake.guild.id, fake.text_channel.id, fake.user("alice"), "imagine",
+        {"prompt": "a fox", "model": ""}, focused="model",
+    )  # fmt: skip
+    await fake.wait_for_call(lambda c: c.path.startswith(f"/api/v10/interactions/{complete.id}/"))
+    assert complete.callback_type == 8
+    assert complete.callback_data == {
+        "choices": [{"name": "a", "value": "a"}, {"name": "Tiny B (b)", "value": "b"}]
+    }
+
+    handle = await harness.imagine("a fox", model="b")
+    message = await harness.delivered(await harness.job_id(handle))
+    assert fields(message.embeds[0])["Model"] == "b"
+    params = read_parameters(message.attachments[0].data)
+    assert params is not None and params.model == "b"

@@ -20,6 +20,7 @@ from engine import (
     Failed,
     Finished,
     Forbidden,
+    GenerationRequest,
     InvalidRequest,
     Kind,
     NotFound,
@@ -28,6 +29,7 @@ from engine import (
     QueueFull,
     QuotaExceeded,
     RateLimited,
+    Requester,
     Started,
     read_parameters,
 )
@@ -440,3 +442,27 @@ async def test_max_batch_auto_is_one_on_the_cpu(make_engine: EngineFactory) -> N
     engine = await make_engine()
     assert engine.settings.engine.max_batch == 0
     assert engine.status().workers[0].max_batch == 1
+
+
+async def test_an_engine_on_a_first_release_database_finishes_its_queued_jobs(
+    make_settings: Any, tmp_path: Any
+) -> None:
+    import shutil
+    from pathlib import Path
+
+    from engine import Engine, Store
+
+    settings = make_settings()
+    settings.data_path.mkdir(parents=True)
+    v0 = Path(__file__).parent / "data" / "v0.sqlite3"
+    shutil.copyfile(v0, settings.data_path / "imagine.sqlite3")
+    engine = Engine(settings, Store(settings.engine.data_dir))
+    await engine.start()
+    try:
+        for job_id in ("bbbbbbbbbbbb", "cccccccccccc"):  # queued, and running when it stopped
+            assert isinstance(await wait_done(engine, job_id), Finished)
+        assert engine.job("aaaaaaaaaaaa").image_ids == ("aaaaaaaaaaaa-0", "aaaaaaaaaaaa-1")
+        with pytest.raises(Banned):
+            await engine.submit(GenerationRequest("a fox"), Requester("discord", "44"))
+    finally:
+        await engine.close()

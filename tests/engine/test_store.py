@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from engine import ImageQuery, ImageRecord, Store
+from engine import ImageQuery, ImageRecord, Store, StoreError
+from engine.store import SCHEMA_VERSION
+
+V0_DATABASE = Path(__file__).parent / "data" / "v0.sqlite3"
 
 
 def image(n: int, **overrides: object) -> ImageRecord:
@@ -110,3 +114,66 @@ def test_audit_and_bans_round_trip(store: Store) -> None:
     store.set_ban("discord:1", None, "spam", "discord:9", 6.0)
     assert store.bans()[0].reason == "spam"
     assert store.remove_ban("discord:1") and not store.remove_ban("discord:1")
+
+
+def test_a_database_written_by_the_first_release_opens_and_migrates(tmp_path: Path) -> None:
+    """tests/engine/data/v0.sqlite3 was written by the first release's store (user_version 0)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copyfile(V0_DATABASE, data / "imagine.sqlite3")
+    store = Store(data)
+    store.open()
+    assert store.schema_version == SCHEMA_VERSION > 1
+    states = {job.id: job.state for job in store.recent_jobs(limit=10)}
+    assert states == {
+        "aaaaaaaaaaaa": "done",
+        "bbbbbbbbbbbb": "queued",
+        "cccccccccccc": "running",
+        "dddddddddddd": "failed",
+    }
+    image = store.image("aaaaaaaaaaaa-0")
+    assert image is not None and image.model_hash == "" and image.favourites == 1
+    assert store.job("aaaaaaaaaaaa").delivered_at is not None  # type: ignore[union-attr]
+    assert [ban.user_key for ban in store.bans()] == ["discord:44"]
+    assert store.audit(action="rejected")[0].prompt == "g o r e"
+    store.mark_started(["bbbbbbbbbbbb"], 1.0, worker="local-0")  # new columns take writes
+    assert store.job("bbbbbbbbbbbb").worker == "local-0"  # type: ignore[union-attr]
+    assert [i.id for i in store.list_images(ImageQuery(text="fox"))] == [
+        "aaaaaaaaaaaa-1",
+        "aaaaaaaaaaaa-0",
+    ]
+    store.close()
+    again = Store(data)
+    again.open()  # a second open migrates nothing more
+    assert again.schema_version == SCHEMA_VERSION and again.integrity_check() == "ok"
+    again.close()
+
+
+def test_a_newer_schema_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.open()
+    store.db.connection().execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    store.close()
+    with pytest.raises(StoreError, match="newer than this program"):
+        Store(tmp_path).open()
+
+
+def test_search_pages_through_filtered_matches_once_each(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.open()
+    rows = [
+        image(n, prompt=("a red fox" if n % 3 == 0 else "a lighthouse"), is_nsfw_channel=n % 2 == 0)
+        for n in range(600)
+    ]
+    store.insert_images(rows)
+    expected = [row.id for row in reversed(rows) if "fox" in row.prompt and not row.is_nsfw_channel]
+    seen: list[str] = []
+    cursor = None
+    for _ in range(100):
+        page = store.page_images(ImageQuery(text="fox", include_nsfw=False, before=cursor, limit=7))
+        seen += [image.id for image in page.images]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == expected and len(expected) == 100
+    store.close()

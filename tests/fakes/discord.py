@@ -329,6 +329,25 @@ class FakeDiscord:
             2, guild, channel_id, user, data, app_permissions, member_permissions, roles, locale
         )
 
+    async def send_autocomplete(
+        self,
+        guild_id: int | None,
+        channel_id: int,
+        user: FakeUser,
+        name: str,
+        options: dict[str, Any],
+        focused: str,
+    ) -> FakeInteraction:
+        """Dispatch APPLICATION_COMMAND_AUTOCOMPLETE for `/name` while `focused` is being typed."""
+        guild = self.world.guild(guild_id) if guild_id is not None else None
+        data = self._command_data(guild, channel_id, name, options, None)
+        for option in data["options"]:
+            if option["name"] == focused:
+                option["focused"] = True
+        return await self._dispatch_interaction(
+            4, guild, channel_id, user, data, None, None, None, "en-US"
+        )
+
     async def press_button(
         self,
         message_id: int,

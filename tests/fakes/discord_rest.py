@@ -350,6 +350,8 @@ class RestApi:
             if kind == 7:
                 self.apply(target, data, files, is_edit=True)
             interaction.original_message_id = target.id
+        elif kind == 8:
+            return _invalid_choices(interaction, data)
         elif kind not in (1, 9, 10, 12):
             return form_error("type", "BASE_TYPE_CHOICES", f"Value {kind} is not a valid type.")
         return None
@@ -693,3 +695,20 @@ def _command_record(command: dict[str, Any], command_id: str, app_id: str, guild
     if guild_id is not None:
         record["guild_id"] = str(guild_id)
     return record
+
+
+def _invalid_choices(interaction: FakeInteraction, data: dict[str, Any]) -> web.Response | None:
+    """Check an autocomplete answer as Discord does: at most 25 choices, names 1–100 chars."""
+    if interaction.type != 4:
+        return error(400, 40060, "Autocomplete results answer only autocomplete interactions")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or len(choices) > 25:
+        return form_error("data.choices", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
+    for index, choice in enumerate(choices):
+        name = choice.get("name") if isinstance(choice, dict) else None
+        value = choice.get("value") if isinstance(choice, dict) else None
+        if not isinstance(name, str) or not 1 <= len(name) <= 100:
+            return form_error(f"data.choices.{index}.name", "BASE_TYPE_BAD_LENGTH", "1–100")
+        if isinstance(value, str) and len(value) > 100:
+            return form_error(f"data.choices.{index}.value", "BASE_TYPE_BAD_LENGTH", "≤ 100")
+    return None

@@ -240,3 +240,29 @@ def test_another_model_keeps_a_free_example_and_names_itself_in_the_footer(clien
     footer = html[html.index("<footer") :]
     assert "Made with" in footer and "tiny" in footer  # the tests' model folder is named tiny
     assert "Stable Diffusion 2.1" not in footer and "random tiny model" not in footer
+
+
+def test_the_form_offers_the_models_and_the_job_runs_on_the_one_picked(
+    make_site,
+    tiny_model_dir,
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    from engine import tinymodel
+
+    other = tinymodel.build(tmp_path / "tiny-b", seed=1)
+    site = make_site(
+        models={"a": {"path": str(tiny_model_dir)}, "b": {"path": str(other), "label": "Tiny B"}},
+        engine={"model": "a"},
+    )
+    client = site.client()
+    html = client.get("/generate").get_data(as_text=True)
+    assert '<option value="a" >a (default)</option>' in html
+    assert '<option value="b" >Tiny B</option>' in html
+    response = client.post(
+        "/generate", data={"prompt": "a fox", "model": "b", **form_tokens(client)}
+    )
+    job = wait_job(client, response.headers["Location"].rsplit("/", 1)[1])
+    image = client.get(f"/api/v1/images/{job['image_ids'][0]}").get_json()
+    assert image["model"] == "b"
+    bad = client.post("/generate", data={"prompt": "a fox", "model": "c", **form_tokens(client)})
+    assert bad.status_code == 400 and "unknown model" in bad.get_data(as_text=True)

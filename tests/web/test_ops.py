@@ -79,3 +79,12 @@ def test_favicon_is_served_so_no_page_load_gets_a_404(client) -> None:  # type: 
     with client.get(response.headers["Location"]) as icon:
         assert icon.status_code == 200 and icon.mimetype == "image/svg+xml"
     assert 'rel="icon"' in client.get("/").get_data(as_text=True)
+
+
+def test_healthz_lists_each_worker_with_its_device_and_models(site: Site) -> None:
+    body = site.client().get("/healthz").get_json()
+    [worker] = body["workers"]
+    assert (worker["name"], worker["device"], worker["state"]) == ("local", "cpu", "idle")
+    assert worker["resident"] == ["tiny"] and worker["models"] == ["tiny"]
+    model = {"name": "tiny", "kind": "txt2img", "default": True, "workers": ["local"]}
+    assert body["models"] == [model]

@@ -51,6 +51,7 @@ bench-gpu:
 
 soak: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow --timeout 3600 -rP
+	IMAGINE_SCHEMATHESIS_EXAMPLES=1000 $(BIN)/python -m pytest -q --timeout 3600 tests/web/test_openapi.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -5,7 +5,7 @@ its own thread, when it starts.
 """
 
 from engine.bridge import EngineBridge
-from engine.config import BUILTIN_DEMO, BUILTIN_TINY, SD21, Overrides, Settings
+from engine.config import BUILTIN_DEMO, BUILTIN_TINY, SD21, Overrides, Settings, WebSettings
 from engine.config import load as load_settings
 from engine.config import try_reload as reload_settings
 from engine.derive import upscale_size
@@ -28,6 +28,7 @@ from engine.errors import (
     QuotaExceeded,
     RateLimited,
     ShuttingDown,
+    TooLarge,
     WorkerLost,
     WorkerTimedOut,
 )
@@ -136,6 +137,8 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreHealth",
+    "TooLarge",
+    "WebSettings",
     "Worker",
     "WorkerInfo",
     "WorkerLost",

@@ -117,6 +117,33 @@ class EngineBridge:
         """Call `listener` on the engine's loop with every event."""
         self._call(lambda: self.engine.listen(listener))
 
+    def watch(
+        self,
+        job_id: str,
+        loop: asyncio.AbstractEventLoop,
+        put: Callable[[Event | BaseException | None], None],
+    ) -> concurrent.futures.Future[None]:
+        """Hand a job's events to `put` on another loop (NotFound first if there is no such
+        job; None at the end); cancel the returned future to stop."""
+
+        async def pump() -> None:
+            try:
+                async for event in self.engine.events(job_id):
+                    loop.call_soon_threadsafe(put, event)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as error:  # NotFound, ShuttingDown: the watcher says so
+                loop.call_soon_threadsafe(put, error)
+                return
+            loop.call_soon_threadsafe(put, None)
+
+        if self.loop.is_closed():
+            raise ShuttingDown()
+        try:
+            return asyncio.run_coroutine_threadsafe(pump(), self.loop)
+        except RuntimeError:  # the loop closed between the check and the call
+            raise ShuttingDown() from None
+
     def follow(self, job_id: str, timeout_s: float = 600.0) -> Iterator[Event]:
         """Yield a job's events until it ends or `timeout_s` passes."""
         inbox: queue.Queue[Event | BaseException | None] = queue.Queue()

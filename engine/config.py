@@ -159,6 +159,8 @@ class WebSettings:
     generate_rate_limit: str = "10 per minute"
     max_body_bytes: int = field(default=1_000_000, metadata=_range(1024, 10**9))
     page_size: int = field(default=48, metadata=_range(1, 500))
+    max_streams: int = field(default=500, metadata=_range(1, 100_000))
+    max_streams_per_client: int = field(default=8, metadata=_range(1, 1000))
     debug: bool = False
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from engine.errors import InvalidRequest, NotFound
+from engine.errors import InvalidRequest, NotFound, TooLarge
 from engine.library import Library
 from engine.models import ModelRegistry
 from engine.offload import Offload
@@ -64,7 +64,7 @@ def upscale_size(width: int, height: int, limits: Any) -> tuple[int, int]:
     scale = min(scale, (limits.max_pixels / (width * height)) ** 0.5)
     new_width, new_height = int(width * scale) // 8 * 8, int(height * scale) // 8 * 8
     if new_width <= width or new_height <= height:
-        raise InvalidRequest(
+        raise TooLarge(
             "source_image_id",
             f"already at the largest size allowed ({limits.max_size_px} px, "
             f"{limits.max_pixels} pixels)",

@@ -172,7 +172,7 @@ class Engine:
         idempotency_key: str | None = None,
     ) -> JobView:
         """Validate, moderate, apply limits and persist a job; return it once it is durable."""
-        if request.kind != Kind.TXT2IMG and request.width is None:
+        if request.kind != Kind.TXT2IMG:  # its size and settings come from the stored source
             request = await self._derive(request, requester)
         return await self.admit(request, requester, origin, idempotency_key)
 

@@ -30,6 +30,11 @@ class InvalidRequest(EngineError):
         self.reason = reason
 
 
+class TooLarge(InvalidRequest):
+    """Each field is in range, but together they ask for more than the limits allow
+    (width × height past max_pixels, an upscale of an image already at the largest size)."""
+
+
 class Blocked(EngineError):
     """A prompt matched a moderation rule."""
 

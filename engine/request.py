@@ -13,10 +13,11 @@ import secrets
 import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cache
 from typing import Any
 
 from engine.config import LimitSettings
-from engine.errors import BudgetExceeded, InvalidRequest
+from engine.errors import BudgetExceeded, InvalidRequest, TooLarge
 from engine.models import ModelDefaults
 
 SEED_MAX = 2**32 - 1
@@ -115,17 +116,44 @@ _CONTROL = re.compile(r"[\s]+")
 _FLAG = re.compile(r"(?:^|\s)--([A-Za-z][\w-]*)")
 
 
+def _is_stripped(char: str) -> bool:
+    """Controls, lone surrogates and the BMP's format characters (NUL, RTL override, zero-width,
+    BOM) are dropped; emoji tag sequences (astral format characters) and private-use
+    characters are kept: they draw nothing harmful and people use them."""
+    category = unicodedata.category(char)
+    return category in ("Cc", "Cs") or (category == "Cf" and ord(char) <= 0xFFFF)
+
+
 def normalise_text(text: str) -> str:
     """NFKC, drop control and format characters (NUL, RTL override, zero-width), fold spaces."""
     text = unicodedata.normalize("NFKC", text)
-    kept = []
-    for char in text:
-        category = unicodedata.category(char)
-        if category in ("Cc", "Cf", "Cs", "Co", "Cn"):
-            kept.append(" " if char in "\t\n\r" else "")
-        else:
-            kept.append(char)
+    kept = [(" " if char in "\t\n\r" else "") if _is_stripped(char) else char for char in text]
     return _CONTROL.sub(" ", "".join(kept)).strip()
+
+
+@cache
+def prompt_pattern() -> str:
+    """Return a JSON Schema pattern for prompts the engine takes as they are: at least one
+    character that survives normalising, and no inline `--flag` (the API has fields for those).
+
+    Built from `normalise_text` itself, code point by code point, so it never disagrees.
+    """
+    gone = [code for code in range(0xD800) if not normalise_text(chr(code))]
+    gone += [code for code in range(0xE000, 0x10000) if not normalise_text(chr(code))]
+    ranges: list[list[int]] = []
+    for code in gone:
+        if ranges and code == ranges[-1][1] + 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    invisible = "".join(
+        _escape(lo) if lo == hi else f"{_escape(lo)}-{_escape(hi)}" for lo, hi in ranges
+    )
+    return rf"^(?![\s\S]*(?:^|\s)--[A-Za-z])[\s\S]*[^{invisible}][\s\S]*$"
+
+
+def _escape(code: int) -> str:
+    return f"\\u{code:04x}"
 
 
 @dataclass
@@ -237,12 +265,10 @@ def resolve(
     """
     model = defaults or ModelDefaults()
     _check_raw_lengths(request, limits)
-    request = dataclasses.replace(
-        request,
-        prompt=normalise_text(request.prompt),
-        negative_prompt=normalise_text(request.negative_prompt or ""),
+    # Flags are read from the text as typed: a full-width "－－ｘ" is words, never a flag.
+    request = apply_flags(
+        dataclasses.replace(request, negative_prompt=request.negative_prompt or "")
     )
-    request = apply_flags(request)
     request = dataclasses.replace(
         request,
         prompt=normalise_text(request.prompt),
@@ -250,7 +276,7 @@ def resolve(
     )
     if not request.prompt:
         raise InvalidRequest("prompt", "must not be empty")
-    width, height = _size(request, native_px, model)
+    width, height = _size(request, native_px, model, limits)
     resolved = dataclasses.replace(
         request,
         width=width,
@@ -279,12 +305,39 @@ def _first(*values: Any) -> Any:
     return next(value for value in values if value is not None)
 
 
-def _size(request: GenerationRequest, native_px: int, model: ModelDefaults) -> tuple[int, int]:
+def _size(
+    request: GenerationRequest, native_px: int, model: ModelDefaults, limits: LimitSettings
+) -> tuple[int, int]:
+    """Return the size: asked for exactly (checked later), else an aspect or the default,
+    fitted into the limits so that a choice people did not type can never be refused."""
+    if request.width is not None and request.height is not None:
+        return request.width, request.height
     if request.aspect and request.width is None and request.height is None:
-        return aspect_size(request.aspect, native_px)
+        return fit_size(*aspect_size(request.aspect, native_px), limits)
     width = _first(request.width, model.width, native_px)
     height = _first(request.height, model.height, native_px)
-    return width, height
+    if request.width is not None or request.height is not None:
+        return width, height
+    return fit_size(width, height, limits)
+
+
+def fit_size(width: int, height: int, limits: LimitSettings) -> tuple[int, int]:
+    """Scale a size (keeping its ratio where the limits allow) into min/max size and pixels."""
+    scale = 1.0
+    if min(width, height) < limits.min_size_px:
+        scale = limits.min_size_px / min(width, height)
+    if max(width, height) * scale > limits.max_size_px:
+        scale = limits.max_size_px / max(width, height)
+    if width * height * scale * scale > limits.max_pixels:
+        scale = math.sqrt(limits.max_pixels / (width * height))
+    fitted = [
+        min(limits.max_size_px, max(limits.min_size_px, int(side * scale) // 8 * 8))
+        for side in (width, height)
+    ]
+    while fitted[0] * fitted[1] > limits.max_pixels and max(fitted) - 8 >= limits.min_size_px:
+        larger = 0 if fitted[0] >= fitted[1] else 1
+        fitted[larger] -= 8
+    return fitted[0], fitted[1]
 
 
 def check(request: GenerationRequest, limits: LimitSettings) -> None:
@@ -296,7 +349,7 @@ def check(request: GenerationRequest, limits: LimitSettings) -> None:
         if value % 8:
             raise InvalidRequest(name, f"expected a multiple of 8, got {value}")
     if request.width * request.height > limits.max_pixels:
-        raise InvalidRequest(
+        raise TooLarge(
             "width",
             f"width × height must be at most {limits.max_pixels} pixels, "
             f"got {request.width}×{request.height}",

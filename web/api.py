@@ -35,6 +35,7 @@ def image_json(image: ImageRecord) -> dict[str, Any]:
         "height": image.height,
         "scheduler": image.scheduler,
         "model": image.model,
+        "model_hash": image.model_hash,
         "kind": image.kind,
         "parent_image_id": image.parent_image_id,
         "source": image.source,
@@ -125,4 +126,6 @@ def get_image(image_id: str) -> Response:
 @bp.get("/openapi.json")
 def openapi() -> Response:
     """Return the OpenAPI 3.1 document of this API."""
-    return jsonify(document(ctx().settings))
+    context = ctx()
+    models = [model.name for model in context.models() if model.kind == "txt2img"]
+    return jsonify(document(context.settings, models))

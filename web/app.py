@@ -88,6 +88,13 @@ def create_app(settings: Settings, engine_bridge: EngineBridge) -> Flask:
         view = app.view_functions[endpoint]
         limited = limiter.limit(web.generate_rate_limit, methods=["POST"])(view)
         app.view_functions[endpoint] = limited  # type: ignore[assignment]
+    # Failed sign-ins only: a right token never counts against the client.
+    app.view_functions["account.login"] = limiter.limit(  # type: ignore[assignment]
+        account.LOGIN_ATTEMPTS,
+        methods=["POST"],
+        key_func=access.address_key,
+        deduct_when=lambda response: response.status_code == 403,
+    )(app.view_functions["account.login"])
     ops.install_metrics(app, engine_bridge)
     errors.register(app)
     security.install(app)
@@ -119,4 +126,4 @@ def _when(epoch: float | None) -> str:
 def serve_gallery(settings: Settings, engine_bridge: EngineBridge) -> GalleryServer:
     """Return the gallery's server over a running engine (not started yet)."""
     app = create_app(settings, engine_bridge)
-    return GalleryServer(app, settings.web.host, settings.web.port)
+    return GalleryServer(app, engine_bridge, settings.web)

@@ -26,6 +26,7 @@ from engine import (
     QuotaExceeded,
     RateLimited,
     ShuttingDown,
+    TooLarge,
 )
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,10 @@ def _retry(seconds: float) -> str:
 
 _ENGINE: dict[type[EngineError], Callable[[Any], Answer]] = {
     InvalidRequest: lambda e: Answer(400, "invalid", f"{e.field}: {e.reason}", e.field),
+    # Well-formed, every field in range, but too much together: 422, as the OpenAPI says.
+    TooLarge: lambda e: Answer(422, "too_big", f"{e.field}: {e.reason}", e.field),
     BudgetExceeded: lambda e: Answer(
-        400,
+        422,
         "too_big",
         f"Too much work: width × height × steps × count is {e.cost:,}; the limit is {e.budget:,}.",
         "steps",
@@ -63,13 +66,22 @@ _ENGINE: dict[type[EngineError], Callable[[Any], Answer]] = {
     Banned: _ban,
     Forbidden: lambda e: Answer(403, "forbidden", f"Not allowed: {e.action}."),
     NotFound: lambda e: Answer(404, "not_found", f"No such {e.kind}."),
-    QueueFull: lambda e: Answer(
-        503,
-        "queue_full",
-        f"You already have the most jobs allowed waiting; try again in {_retry(e.retry_after_s)}."
+    # Your share of the queue is full: 429, you are over your share (the server is not full).
+    QueueFull: lambda e: (
+        Answer(
+            429,
+            "too_many_jobs",
+            f"You already have {e.waiting} jobs waiting (the most allowed is {e.limit}); "
+            f"try again in {_retry(e.retry_after_s)}.",
+            retry_after_s=e.retry_after_s,
+        )
         if e.is_per_requester
-        else f"The queue is full; try again in {_retry(e.retry_after_s)}.",
-        retry_after_s=e.retry_after_s,
+        else Answer(
+            503,
+            "queue_full",
+            f"The queue is full; try again in {_retry(e.retry_after_s)}.",
+            retry_after_s=e.retry_after_s,
+        )
     ),
     RateLimited: lambda e: Answer(
         429,

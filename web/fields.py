@@ -14,6 +14,7 @@ TEXT_FIELDS = ("prompt", "negative_prompt", "scheduler", "aspect", "model")
 INT_FIELDS = ("width", "height", "steps", "seed", "count")
 FLOAT_FIELDS = ("guidance",)
 API_FIELDS = (*TEXT_FIELDS, *INT_FIELDS, *FLOAT_FIELDS, "kind", "source_image_id")
+API_KINDS = (Kind.TXT2IMG, Kind.VARIATION, Kind.UPSCALE)
 
 
 def from_form(form: Mapping[str, str]) -> GenerationRequest:
@@ -52,7 +53,7 @@ def from_json(body: Any) -> GenerationRequest:
     for key in body:
         if key not in API_FIELDS and key != "idempotency_key":
             raise InvalidRequest(str(key)[:40], f"unknown field; known: {', '.join(API_FIELDS)}")
-    values = {k: v for k, v in body.items() if k in API_FIELDS}
+    values = {k: _whole(v) if k in INT_FIELDS else v for k, v in body.items() if k in API_FIELDS}
     values.setdefault("prompt", "")
     if values.get("negative_prompt") is None:
         values["negative_prompt"] = ""
@@ -63,9 +64,20 @@ def from_json(body: Any) -> GenerationRequest:
         values["kind"] = Kind(values.get("kind") or Kind.TXT2IMG)
     except ValueError:
         raise InvalidRequest(
-            "kind", f"expected one of {', '.join(k.value for k in Kind)}"
+            "kind", f"expected one of {', '.join(k.value for k in API_KINDS)}"
         ) from None
+    if values["kind"] not in API_KINDS:
+        raise InvalidRequest("kind", f"expected one of {', '.join(k.value for k in API_KINDS)}")
+    if values["kind"] == Kind.TXT2IMG and values.get("source_image_id") is not None:
+        raise InvalidRequest("source_image_id", "only for a variation or an upscale")
     return GenerationRequest(**values)
+
+
+def _whole(value: Any) -> Any:
+    """JSON's 784.0 is the integer 784 (JSON Schema agrees); 784.5 stays a float, refused."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
 
 
 def prefill(image: ImageRecord) -> dict[str, str]:

@@ -1,30 +1,13 @@
-"""The generate form, the job page and its live event stream."""
+"""The generate form and the job page (its live events: web/streams.py, on the loop)."""
 
 from __future__ import annotations
 
-import base64
-import json
-from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, abort, redirect, render_template, request
+from flask import Blueprint, abort, redirect, render_template, request
 from flask.typing import ResponseReturnValue
 
-from engine import (
-    ASPECTS,
-    SCHEDULERS,
-    Cancelled,
-    EngineError,
-    Event,
-    Failed,
-    Finished,
-    InvalidRequest,
-    JobView,
-    NotFound,
-    Progress,
-    Queued,
-    Started,
-)
+from engine import ASPECTS, SCHEDULERS, EngineError, InvalidRequest, JobView, NotFound
 from engine.demo import EXAMPLES as DEMO_EXAMPLES
 from engine.demo import GRAMMAR as DEMO_GRAMMAR
 from web.context import ctx
@@ -129,47 +112,3 @@ def cancel(job_id: str) -> ResponseReturnValue:
     job = job_or_404(job_id)
     context.bridge.cancel(job.id, context.access.requester())
     return redirect(f"/jobs/{job.id}", 303)
-
-
-@bp.get("/jobs/<job_id>/events")
-def events(job_id: str) -> Response:
-    """Stream a job's events as Server-Sent Events until it ends."""
-    context = ctx()
-    job = job_or_404(job_id)
-    timeout_s = context.settings.engine.job_timeout_s + 120
-    stream = _sse(context.bridge.follow(job.id, timeout_s=timeout_s))
-    response = Response(stream, mimetype="text/event-stream")
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Accel-Buffering"] = "no"
-    return response
-
-
-def _sse(events: Iterator[Event]) -> Iterator[str]:
-    yield "retry: 3000\n\n"
-    for event in events:
-        name, data = event_json(event)
-        yield f"event: {name}\ndata: {json.dumps(data)}\n\n"
-
-
-def event_json(event: Event) -> tuple[str, dict[str, Any]]:
-    """Return an event's name and JSON-ready payload (previews as data URLs)."""
-    if isinstance(event, Queued):
-        return "queued", {"position": event.position, "eta_s": event.eta_s}
-    if isinstance(event, Started):
-        return "started", {}
-    if isinstance(event, Progress):
-        preview = None
-        if event.preview_png:
-            preview = "data:image/png;base64," + base64.b64encode(event.preview_png).decode()
-        return "progress", {"step": event.step, "total": event.total, "preview": preview}
-    if isinstance(event, Finished):
-        images = [
-            {"id": i.id, "page": f"/images/{i.id}", "file": f"/files/{i.id}.png"}
-            for i in event.images
-        ]
-        return "done", {"images": images, "seconds": round(event.seconds, 2)}
-    if isinstance(event, Failed):
-        return "failed", {"error": event.reason}
-    if isinstance(event, Cancelled):
-        return "cancelled", {}
-    return "unknown", {}

@@ -1,17 +1,44 @@
-"""The OpenAPI 3.1 document of /api/v1/ (a test checks it matches the routes)."""
+"""The OpenAPI 3.1 document of /api/v1/: what the API really accepts and answers.
+
+Tests check it against the routes and run schemathesis on it: every schema-valid request is
+accepted or refused with a documented status (a product of fields, like the work budget,
+cannot be a schema, so it is a documented 422), every answer matches its schema.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from engine import ASPECTS, SCHEDULERS, SEED_MAX, Settings
+from engine.request import prompt_pattern
+
+KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
+JOB_ID_PATTERN = r"^[0-9a-f]{1,32}$"
+IMAGE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+CURSOR_PATTERN = r"^[0-9]{1,18}$"
+
+_REFUSALS = {
+    "400": "Malformed: a field out of its range, an unknown field, not JSON",
+    "403": "Generating is off or needs the admin token; or the requester is banned",
+    "404": "No such image (a variation or upscale of a missing image)",
+    "413": "The body is larger than web.max_body_bytes",
+    "422": "Well-formed but refused: the prompt is blocked by moderation, or width × height × "
+    "steps × count is over the work budget (limits.max_pixel_steps), or width × height over "
+    "limits.max_pixels, or an upscale of an image already at the largest size",
+    "429": "Slow down: the per-client rate limit, the cooldown, the daily quota, or your share "
+    "of the queue is full (error `too_many_jobs`); Retry-After says when to try again",
+    "503": "The shared queue is full, or the server is restarting; Retry-After says when",
+}
 
 
-def _error() -> dict[str, Any]:
-    return {
-        "description": "Error",
+def _error(description: str, retry: bool = False) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
+    if retry:
+        response["headers"] = {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}}
+    return response
 
 
 def _ok(description: str, schema: str) -> dict[str, Any]:
@@ -21,135 +48,155 @@ def _ok(description: str, schema: str) -> dict[str, Any]:
     }
 
 
-def _query(name: str, description: str, kind: str = "string") -> dict[str, Any]:
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": name,
         "in": "query",
         "required": False,
         "description": description,
-        "schema": {"type": kind},
+        "schema": schema,
     }
 
 
-def _path(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+def _path(name: str, pattern: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": pattern},
+    }
 
 
-def _request_schema(settings: Settings) -> dict[str, Any]:
+def _fields(settings: Settings, models: list[str]) -> dict[str, Any]:
     limits = settings.limits
+    size = {
+        "type": "integer",
+        "minimum": limits.min_size_px,
+        "maximum": limits.max_size_px,
+        "multipleOf": 8,
+    }
+    return {
+        "prompt": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": limits.max_prompt_chars,
+            "pattern": prompt_pattern(),
+            "description": "What to draw: at least one visible character. People may type "
+            "inline flags (--ar 3:2 --seed 7) in the form and on Discord; over the API use the "
+            "fields, so the pattern leaves `--word` out.",
+        },
+        "negative_prompt": {"type": "string", "maxLength": limits.max_prompt_chars},
+        "width": {**size, "description": f"Pixels; width × height ≤ {limits.max_pixels}"},
+        "height": size,
+        "aspect": {
+            "type": "string",
+            "enum": list(ASPECTS),
+            "description": "A size of about the model's native area (width and height win)",
+        },
+        "steps": {"type": "integer", "minimum": 1, "maximum": limits.max_steps},
+        "guidance": {"type": "number", "minimum": 0, "maximum": limits.max_guidance},
+        "seed": {"type": "integer", "minimum": 0, "maximum": SEED_MAX},
+        "count": {"type": "integer", "minimum": 1, "maximum": limits.max_count},
+        "scheduler": {"type": "string", "enum": list(SCHEDULERS)},
+        "model": {"type": "string", "enum": models, "description": "Default: the first"},
+        "kind": {"type": "string", "enum": ["txt2img", "variation", "upscale"]},
+        "source_image_id": {"type": "string", "pattern": IMAGE_ID_PATTERN},
+        "idempotency_key": {
+            "type": "string",
+            "pattern": KEY_PATTERN,
+            "description": "The same key twice queues one job (the Idempotency-Key header wins)",
+        },
+    }
+
+
+def _request_schema(settings: Settings, models: list[str]) -> dict[str, Any]:
+    budget = settings.limits.max_pixel_steps
     return {
         "type": "object",
-        "required": ["prompt"],
         "additionalProperties": False,
+        "description": f"width × height × steps × count must stay within {budget} (else 422).",
+        "properties": _fields(settings, models),
+        "oneOf": [
+            {
+                "title": "txt2img",
+                "required": ["prompt"],
+                "properties": {"kind": {"const": "txt2img"}},
+                "not": {"required": ["source_image_id"]},
+            },
+            {
+                "title": "from a stored image",
+                "required": ["kind", "source_image_id"],
+                "properties": {"kind": {"enum": ["variation", "upscale"]}},
+            },
+        ],
+    }
+
+
+def _job_schema() -> dict[str, Any]:
+    nullable_number = {"type": ["number", "null"]}
+    return {
+        "type": "object",
+        "required": ["job_id", "state", "progress", "image_ids", "created_at", "page_url"],
         "properties": {
-            "prompt": {
+            "job_id": {"type": "string"},
+            "state": {
                 "type": "string",
-                "maxLength": limits.max_prompt_chars,
-                "description": "Inline flags such as --ar 3:2 --seed 7 --no cars work.",
+                "enum": ["queued", "running", "done", "failed", "cancelled"],
             },
-            "negative_prompt": {"type": "string", "maxLength": limits.max_prompt_chars},
-            "width": {
-                "type": "integer",
-                "minimum": limits.min_size_px,
-                "maximum": limits.max_size_px,
-                "multipleOf": 8,
+            "position": {"type": ["integer", "null"]},
+            "eta_s": nullable_number,
+            "progress": {
+                "type": "object",
+                "required": ["step", "total"],
+                "properties": {"step": {"type": "integer"}, "total": {"type": "integer"}},
             },
-            "height": {
-                "type": "integer",
-                "minimum": limits.min_size_px,
-                "maximum": limits.max_size_px,
-                "multipleOf": 8,
-            },
-            "aspect": {"type": "string", "examples": list(ASPECTS)},
-            "steps": {"type": "integer", "minimum": 1, "maximum": limits.max_steps},
-            "guidance": {"type": "number", "minimum": 0, "maximum": limits.max_guidance},
-            "seed": {"type": "integer", "minimum": 0, "maximum": SEED_MAX},
-            "count": {"type": "integer", "minimum": 1, "maximum": limits.max_count},
-            "scheduler": {"type": "string", "enum": list(SCHEDULERS)},
-            "kind": {"type": "string", "enum": ["txt2img", "variation", "upscale"]},
-            "model": {
-                "type": "string",
-                "description": "A model name from /status (default: the server's default model).",
-            },
-            "source_image_id": {
-                "type": "string",
-                "description": "Required for a variation or an upscale.",
-            },
-            "idempotency_key": {
-                "type": "string",
-                "description": "The same key twice queues one job.",
-            },
+            "error": {"type": ["string", "null"]},
+            "image_ids": {"type": "array", "items": {"type": "string"}},
+            "images": {"type": "array", "items": {"type": "string"}},
+            "created_at": {"type": "number"},
+            "seconds": nullable_number,
+            "page_url": {"type": "string"},
         },
     }
 
 
-def _schemas(settings: Settings) -> dict[str, Any]:
-    nullable_number = {"type": ["number", "null"]}
+def _image_schema() -> dict[str, Any]:
+    texts = (
+        "id", "job_id", "prompt", "negative_prompt", "scheduler", "model", "model_hash",
+        "kind", "source", "author_id", "author_name", "file_url", "download_url", "page_url",
+    )  # fmt: skip
+    integers = ("seed", "steps", "width", "height", "favourites")
     return {
-        "GenerationRequest": _request_schema(settings),
+        "type": "object",
+        "required": ["id", "prompt", "seed", "width", "height", "model", "file_url"],
+        "properties": {
+            **{k: {"type": "string"} for k in texts},
+            **{k: {"type": "integer"} for k in integers},
+            **{k: {"type": "number"} for k in ("guidance", "seconds", "created_at")},
+            "parent_image_id": {"type": ["string", "null"]},
+            "message_url": {"type": ["string", "null"]},
+            "is_nsfw": {"type": "boolean"},
+        },
+    }
+
+
+def _schemas(settings: Settings, models: list[str]) -> dict[str, Any]:
+    return {
+        "GenerationRequest": _request_schema(settings, models),
         "Error": {
             "type": "object",
+            "required": ["error", "message"],
             "properties": {
-                "error": {"type": "string"},
-                "message": {"type": "string"},
-                "field": {"type": "string"},
+                "error": {"type": "string", "description": "A code for machines"},
+                "message": {"type": "string", "description": "Words for people"},
+                "field": {"type": "string", "description": "The field at fault, if one is"},
             },
         },
-        "Job": {
-            "type": "object",
-            "properties": {
-                "job_id": {"type": "string"},
-                "state": {
-                    "type": "string",
-                    "enum": ["queued", "running", "done", "failed", "cancelled"],
-                },
-                "position": {"type": ["integer", "null"]},
-                "eta_s": nullable_number,
-                "progress": {
-                    "type": "object",
-                    "properties": {"step": {"type": "integer"}, "total": {"type": "integer"}},
-                },
-                "error": {"type": ["string", "null"]},
-                "image_ids": {"type": "array", "items": {"type": "string"}},
-                "images": {"type": "array", "items": {"type": "string"}},
-                "created_at": {"type": "number"},
-                "seconds": nullable_number,
-                "page_url": {"type": "string"},
-            },
-        },
-        "Image": {
-            "type": "object",
-            "properties": {
-                **{
-                    k: {"type": "string"}
-                    for k in (
-                        "id",
-                        "job_id",
-                        "prompt",
-                        "negative_prompt",
-                        "scheduler",
-                        "model",
-                        "kind",
-                        "source",
-                        "author_id",
-                        "author_name",
-                        "file_url",
-                        "download_url",
-                        "page_url",
-                    )
-                },
-                **{
-                    k: {"type": "integer"}
-                    for k in ("seed", "steps", "width", "height", "favourites")
-                },
-                **{k: {"type": "number"} for k in ("guidance", "seconds", "created_at")},
-                "parent_image_id": {"type": ["string", "null"]},
-                "message_url": {"type": ["string", "null"]},
-                "is_nsfw": {"type": "boolean"},
-            },
-        },
+        "Job": _job_schema(),
+        "Image": _image_schema(),
         "ImagePage": {
             "type": "object",
+            "required": ["images", "next_cursor"],
             "properties": {
                 "images": {"type": "array", "items": {"$ref": "#/components/schemas/Image"}},
                 "next_cursor": {"type": ["string", "null"]},
@@ -158,81 +205,114 @@ def _schemas(settings: Settings) -> dict[str, Any]:
     }
 
 
-def document(settings: Settings) -> dict[str, Any]:
-    """Return the OpenAPI document for these settings' limits."""
-    errors = {code: _error() for code in ("400", "403", "404", "413", "429", "503")}
+def _generations() -> dict[str, Any]:
+    refusals = {
+        code: _error(text, retry=code in ("429", "503")) for code, text in _REFUSALS.items()
+    }
+    return {
+        "summary": "Queue a generation; answers at once with the job id.",
+        "operationId": "createGeneration",
+        "security": [{}, {"adminToken": []}],
+        "parameters": [
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "pattern": KEY_PATTERN},
+            }
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/GenerationRequest"}}
+            },
+        },
+        "responses": {
+            "202": {
+                **_ok("Queued (or the job an Idempotency-Key already made)", "Job"),
+                "headers": {"Location": {"description": "The job", "schema": {"type": "string"}}},
+            },
+            **refusals,
+        },
+    }
+
+
+def _list_images() -> dict[str, Any]:
+    text = {"type": "string", "maxLength": 200}
+    return {
+        "summary": "Images, newest first, with search, filters and a cursor.",
+        "operationId": "listImages",
+        "parameters": [
+            _query("q", "Words in the prompt (all must match; the last is a prefix)", text),
+            _query("source", "Where it was made", {"type": "string", "enum": ["discord", "web"]}),
+            _query("author", "The author's id", {"type": "string", "maxLength": 100}),
+            _query("author_name", "The author's name (any case)", {"type": "string"}),
+            _query("since", "First day (UTC)", {"type": "string", "format": "date"}),
+            _query("until", "Last day (UTC)", {"type": "string", "format": "date"}),
+            _query(
+                "favourites", "1: only this client's favourites", {"type": "string", "enum": ["1"]}
+            ),
+            _query(
+                "cursor",
+                "next_cursor from the previous page",
+                {"type": "string", "pattern": CURSOR_PATTERN},
+            ),
+            _query("limit", "Page size", {"type": "integer", "minimum": 1, "maximum": 100}),
+        ],
+        "responses": {
+            "200": _ok("A page of images", "ImagePage"),
+            "400": _error("A filter out of its range"),
+            "403": _error("Browsing is off"),
+        },
+    }
+
+
+def document(settings: Settings, models: list[str] | None = None) -> dict[str, Any]:
+    """Return the OpenAPI document for these settings' limits and these model names."""
+    models = models or ["default"]
     return {
         "openapi": "3.1.0",
         "info": {"title": "imagine gallery API", "version": "1"},
         "servers": [{"url": settings.web.public_url or "/"}],
         "components": {
-            "schemas": _schemas(settings),
+            "schemas": _schemas(settings, models),
+            "headers": {
+                "RetryAfter": {
+                    "description": "Seconds to wait before trying again",
+                    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                }
+            },
             "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
         },
         "paths": {
-            "/api/v1/generations": {
-                "post": {
-                    "summary": "Queue a generation; answers at once with the job id.",
-                    "operationId": "createGeneration",
-                    "security": [{}, {"adminToken": []}],
-                    "parameters": [
-                        {
-                            "name": "Idempotency-Key",
-                            "in": "header",
-                            "required": False,
-                            "schema": {"type": "string"},
-                        }
-                    ],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/GenerationRequest"}
-                            }
-                        },
-                    },
-                    "responses": {"202": _ok("Queued", "Job"), **errors},
-                }
-            },
+            "/api/v1/generations": {"post": _generations()},
             "/api/v1/jobs/{job_id}": {
                 "get": {
                     "summary": "A job's state, queue position, progress, error and image ids.",
                     "operationId": "getJob",
-                    "parameters": [_path("job_id")],
-                    "responses": {"200": _ok("The job", "Job"), "404": _error()},
+                    "parameters": [_path("job_id", JOB_ID_PATTERN)],
+                    "responses": {"200": _ok("The job", "Job"), "404": _error("No such job")},
                 }
             },
-            "/api/v1/images": {
-                "get": {
-                    "summary": "Images, newest first, with search, filters and a cursor.",
-                    "operationId": "listImages",
-                    "parameters": [
-                        _query("q", "Words in the prompt (all must match; the last is a prefix)"),
-                        _query("source", "discord or web"),
-                        _query("author", "The author's id"),
-                        _query("author_name", "The author's name (any case)"),
-                        _query("since", "First day, YYYY-MM-DD (UTC)"),
-                        _query("until", "Last day, YYYY-MM-DD (UTC)"),
-                        _query("favourites", "1: only this client's favourites"),
-                        _query("cursor", "next_cursor from the previous page"),
-                        _query("limit", "Page size, 1–100", "integer"),
-                    ],
-                    "responses": {"200": _ok("A page of images", "ImagePage"), **errors},
-                }
-            },
+            "/api/v1/images": {"get": _list_images()},
             "/api/v1/images/{image_id}": {
                 "get": {
                     "summary": "One image: every setting and its file URL.",
                     "operationId": "getImage",
-                    "parameters": [_path("image_id")],
-                    "responses": {"200": _ok("The image", "Image"), "404": _error()},
+                    "parameters": [_path("image_id", IMAGE_ID_PATTERN)],
+                    "responses": {"200": _ok("The image", "Image"), "404": _error("No such image")},
                 }
             },
             "/api/v1/openapi.json": {
                 "get": {
                     "summary": "This document.",
                     "operationId": "getOpenApi",
-                    "responses": {"200": {"description": "OpenAPI 3.1 document"}},
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.1 document",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
                 }
             },
         },

@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
-from flask import Flask, Response, abort, request, session
+from flask import Flask, Response, abort, current_app, request, session
 
 from engine import ConfigError, Requester, Settings
 
@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 SECRET_FILE = "web-secret-key"
 ADMIN_ID = "admin"
+ADMIN_SESSION_KEY = "admin"
 _CLIENT_ID = re.compile(r"[0-9a-f]{16}")
 _NONCE = re.compile(r"[0-9a-f]{32}")
 
@@ -82,15 +83,24 @@ def check_deployment(settings: Settings) -> bool:
     return web.debug
 
 
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
 def add_headers(response: Response) -> Response:
-    """Set the security headers every response carries."""
+    """Set the security headers every response carries (the event streams send them too)."""
     headers = response.headers
-    headers.setdefault("Content-Security-Policy", CSP)
-    headers["X-Content-Type-Options"] = "nosniff"
-    headers["X-Frame-Options"] = "DENY"
-    headers["Referrer-Policy"] = "same-origin"
-    headers["Cross-Origin-Opener-Policy"] = "same-origin"
-    headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+    for name, value in HEADERS.items():
+        if name in ("Content-Security-Policy", "Permissions-Policy"):
+            headers.setdefault(name, value)
+        else:
+            headers[name] = value
     return response
 
 
@@ -111,9 +121,22 @@ class Access:
         scheme, _, token = header.partition(" ")
         return token.strip() if scheme.lower() == "bearer" else ""
 
+    def fingerprint(self, token: str) -> str:
+        """Return what a session keeps of the admin token: a hash keyed by the app's secret key
+        (the session cookie is signed, not encrypted), never the token."""
+        key = str(current_app.config["SECRET_KEY"]).encode()
+        return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()[:32]
+
     def is_admin(self) -> bool:
-        """Return whether this request carries admin rights (login or bearer token)."""
-        if session.get("admin_token_ok") and self.settings.secrets.admin_token:
+        """Return whether this request carries admin rights (login or bearer token).
+
+        A signed-in session counts only while the token it signed in with is still the one
+        configured: rotating the token signs everyone out.
+        """
+        expected = self.settings.secrets.admin_token
+        kept = session.get(ADMIN_SESSION_KEY)
+        is_kept = isinstance(kept, str) and bool(expected)
+        if is_kept and hmac.compare_digest(str(kept), self.fingerprint(expected)):
             return True
         token = self.bearer()
         return bool(token) and self.token_matches(token)
@@ -145,6 +168,10 @@ class Access:
         address = request.remote_addr or "unknown"
         client = "api-" + hashlib.sha256(address.encode()).hexdigest()[:12]
         return Requester(source="web", user_id=client, name=client[:10])
+
+    def address_key(self) -> str:
+        """Return the client address (sign-in attempts count per address)."""
+        return f"addr:{request.remote_addr or 'unknown'}"
 
     def rate_key(self) -> str:
         """Return the key rate limits count by: the API token, else the client address."""

@@ -466,3 +466,19 @@ async def test_an_engine_on_a_first_release_database_finishes_its_queued_jobs(
             await engine.submit(GenerationRequest("a fox"), Requester("discord", "44"))
     finally:
         await engine.close()
+
+
+async def test_a_generated_png_reads_back_in_sd_parsers_with_model_name_and_hash(
+    make_engine: EngineFactory, make_request: Any, make_requester: Any
+) -> None:
+    from tests.engine.test_pngmeta import _sd_parsers_reading
+
+    engine = await make_engine()
+    request = make_request('a "red" fox, ü <lora:x:0.5>', negative_prompt="blur, text")
+    event = await wait_done(engine, (await engine.submit(request, make_requester())).id)
+    reading = _sd_parsers_reading(png_bytes(engine, event))
+    facts = engine.registry.facts("tiny")
+    assert reading["prompt"] == 'a "red" fox, ü <lora:x:0.5>'
+    assert reading["negative_prompt"] == "blur, text"
+    assert (reading["model"], reading["model_hash"]) == ("tiny", facts.model_hash)
+    assert len(facts.model_hash) == 10 and "/" not in str(reading["model"])

@@ -130,3 +130,20 @@ def test_parse_flags_leaves_a_plain_prompt_alone() -> None:
 def test_request_round_trips_through_a_dict() -> None:
     request = run("a fox --seed 3")
     assert GenerationRequest.from_dict(request.to_dict()) == request
+
+
+def test_a_default_or_aspect_size_is_fitted_into_the_limits() -> None:
+    limits = LimitSettings(min_size_px=32, max_size_px=64)
+    small = resolve(GenerationRequest("fox", aspect="9:16"), limits, 32, "Euler")
+    assert (small.width, small.height) == (32, 48)  # 24×40 scaled to the 32 px floor
+    big_min = LimitSettings(min_size_px=256)
+    demo = resolve(GenerationRequest("fox"), big_min, 32, "Euler")  # a 32 px model, 256 px floor
+    assert (demo.width, demo.height) == (256, 256)
+    with pytest.raises(InvalidRequest, match="width"):  # typed by a person: refused, not changed
+        resolve(GenerationRequest("fox", width=24, height=64), limits, 32, "Euler")
+
+
+def test_full_width_dashes_are_words_not_flags() -> None:
+    request = run("a fox －－ｘ in snow")
+    assert request.prompt == "a fox --x in snow"
+    assert run("a fox --seed 7").seed == 7

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, hdrs, web
 
+from . import discord_limits as limits
 from .discord_world import (
     EPHEMERAL,
     LOADING,
@@ -30,7 +31,6 @@ from .discord_world import (
 
 API_PREFIX = "/api/v10"
 RECORDED_HEADERS = ("Authorization", "Content-Type", "User-Agent", "X-Audit-Log-Reason")
-COMMAND_NAME = re.compile(r"^[-_\w]{1,32}$")
 Handler = Callable[[Call, dict[str, str]], Awaitable[web.StreamResponse]]
 
 
@@ -278,14 +278,13 @@ class RestApi:
         return result
 
     def invalid(self, payload: dict[str, Any], files, *, is_create: bool):
-        """Refuse what Discord refuses: too long, too many embeds, too big, empty."""
+        """Refuse what Discord refuses: Discord's documented limits, too big, empty."""
         if sum(len(f.data) for f in files) > self.settings.attachment_size_limit:
             return error(413, 40005, "Request entity too large")
+        problem = limits.message_problem(payload, len(files))
+        if problem is not None:
+            return form_error(problem[0], "BASE_TYPE_BAD_LENGTH", problem[1])
         content = payload.get("content") or ""
-        if len(content) > 2000:
-            return form_error("content", "BASE_TYPE_MAX_LENGTH", "Must be 2000 or fewer in length.")
-        if len(payload.get("embeds") or []) > 10:
-            return form_error("embeds", "BASE_TYPE_MAX_LENGTH", "Must be 10 or fewer in length.")
         parts = ("embeds", "components", "sticker_ids", "poll")
         is_empty = not content and not files and not any(payload.get(p) for p in parts)
         if is_create and is_empty:
@@ -352,6 +351,12 @@ class RestApi:
             interaction.original_message_id = target.id
         elif kind == 8:
             return _invalid_choices(interaction, data)
+        elif kind == 9:
+            problem = limits.modal_problem(data)
+            if problem is not None:
+                return form_error(problem[0], "BASE_TYPE_BAD_LENGTH", problem[1])
+            if interaction.type == 9:
+                return error(400, 40060, "A modal cannot answer a modal submit")
         elif kind not in (1, 9, 10, 12):
             return form_error("type", "BASE_TYPE_CHOICES", f"Value {kind} is not a valid type.")
         return None
@@ -478,7 +483,7 @@ class RestApi:
         guild_id = int(params["guild"]) if params.get("guild") else None
         commands = call.json or []
         for index, command in enumerate(commands):
-            problem = _command_problem(command)
+            problem = limits.command_problem(command)
             if problem is not None:
                 field, reason = problem
                 return form_error(f"{index}.{field}", "APPLICATION_COMMAND_INVALID", reason)
@@ -649,37 +654,6 @@ def _guess_content_type(filename: str) -> str:
     return known.get(suffix, "application/octet-stream")
 
 
-def _command_problem(command: dict[str, Any]) -> tuple[str, str] | None:
-    """Check what Discord checks on bulk overwrite: names, descriptions, option order."""
-    name = command.get("name", "")
-    if not COMMAND_NAME.match(name) or name != name.lower():
-        return "name", f"Invalid command name {name!r}"
-    is_slash = command.get("type", 1) == 1
-    if is_slash and not 1 <= len(command.get("description", "")) <= 100:
-        return "description", "Must be between 1 and 100 in length."
-    return _options_problem(command.get("options") or [])
-
-
-def _options_problem(options: list[dict[str, Any]]) -> tuple[str, str] | None:
-    if len(options) > 25:
-        return "options", "Must be 25 or fewer in length."
-    seen_optional = False
-    for index, option in enumerate(options):
-        if not COMMAND_NAME.match(option.get("name", "")):
-            return f"options.{index}.name", "Invalid option name"
-        if len(option.get("choices") or []) > 25:
-            return f"options.{index}.choices", "Must be 25 or fewer in length."
-        if option.get("required"):
-            if seen_optional:
-                return f"options.{index}", "Required options must be placed before non-required"
-        else:
-            seen_optional = option.get("type") not in (1, 2)
-        nested = _options_problem(option.get("options") or [])
-        if nested is not None:
-            return f"options.{index}.{nested[0]}", nested[1]
-    return None
-
-
 def _command_record(command: dict[str, Any], command_id: str, app_id: str, guild_id: int | None):
     record = {
         "id": command_id,
@@ -701,14 +675,7 @@ def _invalid_choices(interaction: FakeInteraction, data: dict[str, Any]) -> web.
     """Check an autocomplete answer as Discord does: at most 25 choices, names 1–100 chars."""
     if interaction.type != 4:
         return error(400, 40060, "Autocomplete results answer only autocomplete interactions")
-    choices = data.get("choices")
-    if not isinstance(choices, list) or len(choices) > 25:
-        return form_error("data.choices", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
-    for index, choice in enumerate(choices):
-        name = choice.get("name") if isinstance(choice, dict) else None
-        value = choice.get("value") if isinstance(choice, dict) else None
-        if not isinstance(name, str) or not 1 <= len(name) <= 100:
-            return form_error(f"data.choices.{index}.name", "BASE_TYPE_BAD_LENGTH", "1–100")
-        if isinstance(value, str) and len(value) > 100:
-            return form_error(f"data.choices.{index}.value", "BASE_TYPE_BAD_LENGTH", "≤ 100")
+    problem = limits.choices_problem("data.choices", data.get("choices"))
+    if problem is not None:
+        return form_error(problem[0], "BASE_TYPE_BAD_LENGTH", problem[1])
     return None

@@ -14,7 +14,7 @@ import math
 import re
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,7 +89,7 @@ class Browser:
         self.cookie = ""
         self.csrf = ""
 
-    def send(self, case: Case) -> tuple[int, dict[str, str], bytes]:
+    def send(self, case: Case) -> tuple[int, Mapping[str, str], bytes]:
         headers = dict(case.headers)
         if self.cookie:
             headers.setdefault("Cookie", self.cookie)
@@ -109,7 +109,8 @@ class Browser:
             self.cookie = found.split(";", 1)[0]
         if response.getheader("Connection", "").lower() == "close":
             self.conn.close()
-        return response.status, dict(response.getheaders()), data
+        # Header names are case-insensitive (HTTP/1.1 servers may send them in lower case).
+        return response.status, response.headers, data
 
     def close(self) -> None:
         self.conn.close()
@@ -338,7 +339,7 @@ def is_valid_job(request: dict[str, Any]) -> str | None:
     return f"{bad}: {request}" if bad else None
 
 
-def is_accepted(case: Case, status: int, headers: dict[str, str]) -> bool:
+def is_accepted(case: Case, status: int, headers: Mapping[str, str]) -> bool:
     if case.kind == "api":
         return status == 202
     if case.kind == "form":
@@ -346,7 +347,7 @@ def is_accepted(case: Case, status: int, headers: dict[str, str]) -> bool:
     return False
 
 
-def answered_job(case: Case, headers: dict[str, str], data: bytes) -> str:
+def answered_job(case: Case, headers: Mapping[str, str], data: bytes) -> str:
     if case.kind == "api":
         return str(json.loads(data)["job_id"])
     return headers.get("Location", "").rsplit("/", 1)[-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import threading
 import time
@@ -17,7 +18,8 @@ from PIL import Image
 
 from engine import Engine, EngineBridge, ImageRecord, Settings, Store
 from engine.pngmeta import Parameters, encode_png
-from web import create_app
+from tests.conftest import gated_workers
+from web import GalleryServer, create_app
 
 CLOSE_TIMEOUT_S = 60
 
@@ -38,13 +40,15 @@ def start_engine(make_settings: Callable[..., Settings]) -> Iterator[Callable[..
     """Return a factory of engines running on a background loop; all are closed after."""
     started: list[tuple[Running, threading.Thread]] = []
 
-    def start(env: dict[str, str] | None = None, **sections: dict[str, Any]) -> Running:
+    def start(
+        env: dict[str, str] | None = None, gated: bool = False, **sections: dict[str, Any]
+    ) -> Running:
         settings = make_settings(env=env, **sections)
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="test-engine", daemon=True)
         thread.start()
         store = Store(settings.engine.data_dir)
-        engine = Engine(settings, store)
+        engine = Engine(settings, store, workers=gated_workers(settings) if gated else None)
         asyncio.run_coroutine_threadsafe(engine.start(), loop).result(60)
         running = Running(settings, engine, store, EngineBridge(engine, loop), loop)
         started.append((running, thread))
@@ -78,13 +82,28 @@ class Site:
 def make_site(start_engine: Callable[..., Running]) -> Callable[..., Site]:
     """Return a factory: settings sections as keyword dicts, env for secrets."""
 
-    def make(env: dict[str, str] | None = None, **sections: dict[str, Any]) -> Site:
-        running = start_engine(env=env, **sections)
+    def make(
+        env: dict[str, str] | None = None, gated: bool = False, **sections: dict[str, Any]
+    ) -> Site:
+        running = start_engine(env=env, gated=gated, **sections)
         app = create_app(running.settings, running.bridge)
         app.config["TESTING"] = True
         return Site(app, running)
 
     return make
+
+
+@contextlib.contextmanager
+def serving(site: Site) -> Iterator[str]:
+    """Serve a site with the real gallery server on a free 127.0.0.1 port; yield its URL."""
+    server = GalleryServer(
+        site.app, site.running.bridge, replace(site.running.settings.web, port=0)
+    )
+    assert server.start()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.stop()
 
 
 @pytest.fixture

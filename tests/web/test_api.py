@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -147,3 +148,59 @@ def test_openapi_document_matches_the_routes(site: Site) -> None:
     assert documented == routed
     limits = document["components"]["schemas"]["GenerationRequest"]["properties"]
     assert limits["steps"]["maximum"] == site.running.settings.limits.max_steps
+
+
+def _request_validator(site: Site) -> Any:
+    import jsonschema_rs  # the validator schemathesis itself uses
+
+    document = site.client().get("/api/v1/openapi.json").get_json()
+    return jsonschema_rs.Draft202012Validator(
+        document["components"]["schemas"]["GenerationRequest"]
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"prompt": ""},
+        {"prompt": "\u200b\u200d"},
+        {"prompt": "a fox --steps 1000"},
+        {"prompt": "a fox", "aspect": "foo"},
+        {"prompt": "a fox", "idempotency_key": ""},
+        {"prompt": "a fox", "kind": "variation"},
+        {"prompt": "a fox", "source_image_id": "abc-0"},
+    ],
+)
+def test_bodies_the_api_refuses_are_not_schema_valid(site: Site, body: dict[str, Any]) -> None:
+    assert not _request_validator(site).is_valid(body)
+    assert site.client().post("/api/v1/generations", json=body).status_code == 400
+
+
+def test_a_body_over_the_budget_is_schema_valid_and_a_documented_422(make_site) -> None:  # type: ignore[no-untyped-def]
+    site = make_site()
+    body = {"prompt": "a fox", "width": 1024, "height": 1024, "steps": 100, "count": 4}
+    assert _request_validator(site).is_valid(body)
+    response = site.client().post("/api/v1/generations", json=body)
+    assert response.status_code == 422 and response.get_json()["error"] == "too_big"
+    document = site.client().get("/api/v1/openapi.json").get_json()
+    responses = document["paths"]["/api/v1/generations"]["post"]["responses"]
+    assert "work budget" in responses["422"]["description"]
+    assert {"400", "403", "404", "413", "422", "429", "503"} <= set(responses)
+    assert "Retry-After" in responses["429"]["headers"]
+
+
+def test_a_bad_idempotency_header_is_not_schema_valid_and_refused(site: Site) -> None:
+    document = site.client().get("/api/v1/openapi.json").get_json()
+    [header] = document["paths"]["/api/v1/generations"]["post"]["parameters"]
+    assert not re.fullmatch(header["schema"]["pattern"][1:-1], "a b")
+    response = site.client().post(
+        "/api/v1/generations", json={"prompt": "a fox"}, headers={"Idempotency-Key": "a b"}
+    )
+    assert response.status_code == 400 and response.get_json()["field"] == "idempotency_key"
+
+
+def test_json_integers_may_be_written_with_a_zero_fraction(site: Site) -> None:
+    response = site.client().post(
+        "/api/v1/generations", json={"prompt": "a fox", "width": 64.0, "steps": 2.0}
+    )
+    assert response.status_code == 202

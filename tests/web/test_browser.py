@@ -1,4 +1,4 @@
-"""One real browser: waitress on 127.0.0.1, headless Chromium driven by Playwright."""
+"""One real browser: the gallery server on 127.0.0.1, headless Chromium driven by Playwright."""
 
 from __future__ import annotations
 
@@ -7,22 +7,19 @@ import io
 import os
 import shutil
 import socket
-import threading
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
-import waitress
 from PIL import Image
 
 from engine import Finished, GenerationRequest, Requester, read_parameters
 from engine.demo import read_image
 from engine.demo.evaluate import MODEL_DIR
 from tests.conftest import wait_done
-from tests.web.conftest import Site
+from tests.web.conftest import Site, serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -68,20 +65,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@contextmanager
-def serving(site: Site) -> Iterator[str]:
-    """Serve the gallery with waitress on a free 127.0.0.1 port; yield its base URL."""
-    port = _free_port()
-    wsgi = waitress.create_server(site.app, host="127.0.0.1", port=port, threads=8)
-    thread = threading.Thread(target=wsgi.run, name="test-waitress", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        wsgi.close()
-        thread.join(10)
 
 
 def assert_images_drawn(page) -> None:  # type: ignore[no-untyped-def]
@@ -233,3 +216,50 @@ def test_demo_model_draws_the_prompt_from_the_form_and_the_gallery_shows_it_cris
             browser.close()
     if os.environ.get("IMAGINE_UPDATE_DOCS") == "1":  # refresh the README's screenshot on request
         shutil.copyfile(ARTIFACTS / "gallery-demo.png", DOCS_SHOT)
+
+
+def test_every_page_passes_axe_with_no_serious_issue_wide_phone_and_dark(  # type: ignore[no-untyped-def]
+    make_site,
+) -> None:
+    """axe-core (the checker screen-reader and browser makers use) on every kind of page."""
+    from axe_playwright_python.sync_playwright import Axe
+    from playwright.sync_api import sync_playwright
+
+    site = make_site(env={"IMAGINE_ADMIN_TOKEN": "s3cret"})
+    visitor = Requester(source="web", user_id="visitor", name="visitor")
+    job = site.running.bridge.submit(GenerationRequest("a red fox", steps=2, seed=1), visitor)
+    done = asyncio.run_coroutine_threadsafe(
+        wait_done(site.running.engine, job.id), site.running.loop
+    )
+    assert isinstance(done.result(60), Finished)
+    pages = {
+        "gallery": "/",
+        "search": "/?q=nothing-matches",
+        "image": f"/images/{job.id}-0",
+        "generate": "/generate",
+        "job": f"/jobs/{job.id}",
+        "login": "/login",
+        "not found": "/no-such-page",
+    }
+    found: list[str] = []
+    axe = Axe()
+    with serving(site) as base, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            for viewport, scheme in (
+                ((1280, 860), "light"),
+                ((390, 844), "light"),
+                ((390, 844), "dark"),
+            ):
+                page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+                page.emulate_media(color_scheme=scheme)
+                for name, path in pages.items():
+                    page.goto(base + path)
+                    results = axe.run(page)
+                    for violation in results.response["violations"]:
+                        if violation["impact"] in ("critical", "serious"):
+                            found.append(f"{name} {viewport[0]}px {scheme}: {violation['id']}")
+                page.close()
+        finally:
+            browser.close()
+    assert found == [], found

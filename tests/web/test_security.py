@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -247,3 +248,41 @@ def test_open_bind_without_admin_token_warns_loudly(
     with caplog.at_level(logging.WARNING, logger="web.security"):
         create_app(running.settings, running.bridge)
     assert "without an admin token" in caplog.text
+
+
+def test_failed_sign_ins_are_limited_per_client_and_logged(make_site, caplog) -> None:  # type: ignore[no-untyped-def]
+    client = make_site(env={"IMAGINE_ADMIN_TOKEN": "s3cret"}).client()
+    with caplog.at_level(logging.WARNING, logger="web.account"):
+        answers = [
+            client.post("/login", data={"token": "nope", **form_tokens(client, "/login")})
+            for _ in range(6)
+        ]
+    codes = [answer.status_code for answer in answers]
+    assert codes == [403] * 5 + [429]
+    assert caplog.text.count("failed admin sign-in") == 5
+    right = client.post("/login", data={"token": "s3cret", **form_tokens(client, "/login")})
+    assert right.status_code == 429  # still limited this minute, even with the right token
+
+
+def test_a_right_token_never_counts_against_the_client(make_site) -> None:  # type: ignore[no-untyped-def]
+    client = make_site(env={"IMAGINE_ADMIN_TOKEN": "s3cret"}).client()
+    for _ in range(8):
+        response = client.post("/login", data={"token": "s3cret", **form_tokens(client, "/login")})
+        assert response.status_code == 303
+
+
+def test_rotating_the_admin_token_signs_admin_sessions_out(start_engine) -> None:  # type: ignore[no-untyped-def]
+    running = start_engine(env={"IMAGINE_ADMIN_TOKEN": "old", "IMAGINE_SECRET_KEY": "k" * 40})
+    app = create_app(running.settings, running.bridge)
+    client = app.test_client()
+    client.post("/login", data={"token": "old", **form_tokens(client, "/login")})
+    assert "Sign out" in client.get("/").get_data(as_text=True)
+    rotated = dataclasses.replace(
+        running.settings, secrets=dataclasses.replace(running.settings.secrets, admin_token="new")
+    )
+    again = create_app(rotated, running.bridge)  # the same secret key, so the cookie is valid
+    other = again.test_client()
+    session = client.get_cookie("session")  # the same browser, after the restart
+    assert session is not None
+    other.set_cookie("session", session.value)
+    assert "Sign out" not in other.get("/").get_data(as_text=True)

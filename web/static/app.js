@@ -54,10 +54,36 @@ function followJob(section) {
   source.addEventListener("failed", (e) => finish(`Failed: ${JSON.parse(e.data).error}`));
   source.addEventListener("cancelled", () => finish("Cancelled."));
   source.onerror = () => {
+    // Refused (too many live pages, or the server restarting) or dropped for good: ask the
+    // JSON API every few seconds instead, and show the result page once the job has ended.
     if (source.readyState === EventSource.CLOSED) {
-      window.setTimeout(() => window.location.reload(), 3000);
+      pollJob(id, show);
     }
   };
+}
+
+function pollJob(id, show) {
+  const ask = async () => {
+    try {
+      const response = await fetch(`/api/v1/jobs/${encodeURIComponent(id)}`, { headers: { Accept: "application/json" } });
+      if (response.ok) {
+        const job = await response.json();
+        if (["done", "failed", "cancelled"].includes(job.state)) {
+          window.location.reload();
+          return;
+        }
+        if (job.state === "queued" && job.position) {
+          show(`Waiting in the queue: position ${job.position}.`);
+        } else if (job.state === "running" && job.progress.total) {
+          show(`Generating… step ${job.progress.step} of ${job.progress.total}.`);
+        }
+      }
+    } catch (error) {
+      // The server is restarting: try again at the next tick.
+    }
+    window.setTimeout(ask, 3000);
+  };
+  window.setTimeout(ask, 3000);
 }
 
 document.addEventListener("DOMContentLoaded", () => {

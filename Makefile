@@ -33,7 +33,11 @@ lint: $(STAMP)
 /usr/bin/chromium:
 	apt-get update -qq && apt-get install -y -qq chromium >/dev/null
 
-pytest: $(STAMP) /usr/bin/chromium
+# The remote-worker tests start their own redis-server (Debian's package) on a free port.
+/usr/bin/redis-server:
+	apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+
+pytest: $(STAMP) /usr/bin/chromium /usr/bin/redis-server
 	$(BIN)/python -m pytest -q
 
 test: lint pytest

@@ -1,10 +1,10 @@
 """`python -m bench [NAME ...]`: run benchmarks, write bench/results/*.json and RESULTS.md.
 
 With no names it runs the CPU set `make bench` promises: overhead, batching (tiny model),
-discord_latency, gallery, workers and fullsize_step (the full SD 2.1 architecture; ~10 minutes
-of the total). `--quick` leaves fullsize_step out. `batching-fullsize` adds the full-size
-batching case (another ~10 minutes). `gpu-record FILE` appends a gpu.json from a GPU run to
-RESULTS.md.
+discord_latency, gallery, workers, remote (Redis + Celery boxes) and fullsize_step (the full
+SD 2.1 architecture; ~10 minutes of the total). `--quick` leaves fullsize_step out.
+`batching-fullsize` adds the full-size batching case (another ~10 minutes).
+`gpu-record FILE` appends a gpu.json from a GPU run to RESULTS.md.
 """
 
 from __future__ import annotations
@@ -57,6 +57,12 @@ def _workers() -> Any:
     return workers.run()
 
 
+def _remote() -> Any:
+    from bench import remote
+
+    return remote.run()
+
+
 def _fullsize_step() -> Any:
     from bench import fullsize_step
 
@@ -71,8 +77,11 @@ BENCHMARKS: dict[str, Callable[[], Any]] = {
     "fullsize_step": _fullsize_step,
     "batching-fullsize": _batching_fullsize,
     "workers": _workers,
+    "remote": _remote,
 }
-DEFAULT = ("overhead", "batching", "discord_latency", "gallery", "workers", "fullsize_step")
+DEFAULT = (
+    "overhead", "batching", "discord_latency", "gallery", "workers", "remote", "fullsize_step",
+)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

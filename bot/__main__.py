@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import logging
+import signal
 import sys
 
 from bot.runtime import Runtime, fatal
@@ -25,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: stacks to stderr
     overrides = {"web": {"port": args.port}} if args.port is not None else None
     try:
         settings = load_settings(args.config, overrides=overrides)

@@ -98,12 +98,14 @@ class Runtime:
         for model in status.models:
             spec = self.engine.registry.get(model.name)
             source = model.name if spec.is_builtin else spec.path  # the operator's own path
-            where = ", ".join(model.workers) or "no worker"
+            where = ", ".join(model.workers) or (
+                "remote workers as their boxes join" if self.engine.pool else "no worker"
+            )
+            device = f" on {status.device} ({status.dtype})" if status.device else ""
             log.info(
-                "model: %s on %s (%s) as %s%s, served by %s%s",
+                "model: %s%s as %s%s, served by %s%s",
                 source,
-                status.device,
-                status.dtype,
+                device,
                 model.name,
                 " (default)" if model.is_default else "",
                 where,

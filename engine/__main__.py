@@ -1,12 +1,15 @@
-"""Command line: `python -m engine generate PROMPT ...` and `python -m engine check-config PATH`."""
+"""Command line: `python -m engine generate PROMPT ...`, `python -m engine check-config PATH`,
+and `python -m engine worker --config PATH` (a GPU box serving a front over Celery + Redis)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import dataclasses
+import faulthandler
 import logging
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -26,9 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: stacks to stderr
     try:
         if args.command == "check-config":
             return _check_config(args.path)
+        if args.command == "worker":
+            return _worker(args)
         return asyncio.run(_generate(args))
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
@@ -58,7 +64,34 @@ def _parser() -> argparse.ArgumentParser:
     )
     check = commands.add_parser("check-config", help="validate a config file")
     check.add_argument("path")
+    worker = commands.add_parser("worker", help="serve this box's GPUs to a front over Redis")
+    worker.add_argument("--config", required=True, help="config.toml with engine.broker_url")
+    worker.add_argument("--name", help="this box's name (default engine.box_name or the host)")
     return parser
+
+
+def _worker(args: argparse.Namespace) -> int:
+    """Load this box's models and serve them until SIGTERM; one clear line on a bad broker."""
+    import redis
+
+    from engine.box import Box
+
+    logging.getLogger().setLevel(logging.INFO)
+    settings = config_mod.load(args.config)
+    if not settings.broker_url:
+        raise ConfigError("engine.broker_url", "a worker box needs the front's broker URL")
+    box = Box(settings, args.name)
+    try:
+        box.redis.ping()
+    except redis.AuthenticationError as error:
+        print(f"imagine worker: the broker refused the password: {error}", file=sys.stderr)
+        return 2
+    except redis.RedisError as error:
+        print(f"imagine worker: broker unreachable: {error}", file=sys.stderr)
+        return 2
+    box.start()
+    box.serve()
+    return 0
 
 
 def _check_config(path: str) -> int:

@@ -2,7 +2,8 @@
 
 The checks run in this order, each a small function raising a typed error: ban, channel rules,
 the requester's limits (with guild and role overrides) and the request's own ranges and budget,
-moderation of the normalised prompt, the model (known, and some worker serves it), capacity
+moderation of the normalised prompt, the model (known, and some worker serves it; with remote
+workers known is enough, its jobs wait for a box that serves it), capacity
 (the shared queue, then the requester's share), cooldown, and the rolling daily quota.
 Idempotency is checked before all of them, by the engine (an answered key is not a new job).
 """

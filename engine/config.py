@@ -41,6 +41,11 @@ class EngineSettings:
     devices: tuple[str, ...] = field(default=(), metadata={"pattern": "device"})
     resident_models: int = field(default=2, metadata=_range(1, 16))
     max_affinity_skips: int = field(default=3, metadata=_range(0, 1000))
+    workers: str = field(default="local", metadata=_choices("local", "celery", "both"))
+    broker_url: str = ""
+    broker_url_env: str = "IMAGINE_BROKER_URL"
+    worker_timeout_s: float = field(default=6.0, metadata=_range(2, 600))
+    box_name: str = ""
     dtype: str = field(default="auto", metadata=_choices("auto", "float16", "bfloat16", "float32"))
     data_dir: str = "data"
     offline: bool = False
@@ -171,6 +176,7 @@ class Secrets:
     discord_token: str = ""
     admin_token: str = ""
     secret_key: str = ""
+    broker_url: str = ""
 
     def __repr__(self) -> str:
         present = [f.name for f in dataclasses.fields(self) if getattr(self, f.name)]
@@ -189,6 +195,11 @@ class Settings:
     web: WebSettings = field(default_factory=WebSettings)
     secrets: Secrets = field(default_factory=Secrets)
     source: str = ""
+
+    @property
+    def broker_url(self) -> str:
+        """Return the broker URL: from the environment (it may hold a password), else the file."""
+        return self.secrets.broker_url or self.engine.broker_url
 
     @property
     def data_path(self) -> Path:
@@ -256,7 +267,24 @@ def from_mapping(
             built[name] = _build(cls, value, name)
     settings = _resolve_paths(Settings(**built), base or Path.cwd())
     _check_consistency(settings)
-    return dataclasses.replace(settings, secrets=_secrets(settings, env))
+    settings = dataclasses.replace(settings, secrets=_secrets(settings, env))
+    _check_broker(settings)
+    return settings
+
+
+def _check_broker(settings: Settings) -> None:
+    url = settings.broker_url
+    if settings.engine.workers != "local" and not url:
+        raise ConfigError(
+            "engine.broker_url",
+            f"required when engine.workers is {settings.engine.workers!r} "
+            f"(or set {settings.engine.broker_url_env})",
+        )
+    if url and not url.startswith(("redis://", "rediss://")):
+        where = (
+            settings.engine.broker_url_env if settings.secrets.broker_url else "engine.broker_url"
+        )
+        raise ConfigError(where, "expected a redis:// or rediss:// URL")
 
 
 def _resolve_paths(settings: Settings, base: Path) -> Settings:
@@ -462,4 +490,5 @@ def _secrets(settings: Settings, env: typing.Mapping[str, str]) -> Secrets:
         discord_token=env.get(settings.bot.token_env, "").strip(),
         admin_token=env.get(settings.web.admin_token_env, "").strip(),
         secret_key=env.get(settings.web.secret_key_env, "").strip(),
+        broker_url=env.get(settings.engine.broker_url_env, "").strip(),
     )

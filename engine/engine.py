@@ -39,6 +39,7 @@ from engine.local import local_workers
 from engine.models import ModelRegistry, inspect
 from engine.moderation import Moderator
 from engine.offload import Offload
+from engine.recovery import recover
 from engine.request import GenerationRequest, Kind, Requester
 from engine.runs import BatchRunner, Counters, JobEnds
 from engine.scheduler import Scheduler
@@ -66,19 +67,20 @@ class Engine:
         store.busy_timeout_s = settings.engine.busy_timeout_s
         self.registry = ModelRegistry.from_settings(settings)
         if workers is None:
-            workers = local_workers(settings.engine, self.registry, settings.data_path)
-        self.workers: list[Worker] = list(workers)
+            workers = []
+            if settings.engine.workers in ("local", "both"):
+                workers = local_workers(settings.engine, self.registry, settings.data_path)
         self.offload, self.bus, self.table = Offload(), EventBus(), JobTable()
         self.estimates, self.counters = Estimates(), Counters()
         self.library = Library(store, clock)
         self.bans = Bans(store, self.offload, clock)
         self.views = Views(
             self.table, self.estimates, self.bus, self.library, self.offload,
-            lambda: len(self.workers),
+            lambda: max(1, len(self.workers)),
         )  # fmt: skip
         self.admission = Admission(
             settings, self.table, self.registry, self.bans, self.estimates,
-            lambda model: self.scheduler.serves(model), clock,
+            self._may_queue_for, clock,
         )  # fmt: skip
         self.ends = JobEnds(
             self.table, self.bus, self.offload, store, self.admission.ledger, self.counters, clock
@@ -87,7 +89,14 @@ class Engine:
             settings.engine, store, self.offload, self.bus, self.ends, self.estimates,
             self.registry, clock,
         )  # fmt: skip
-        self.scheduler = Scheduler(self.table, self.workers, settings.engine, runner.run, clock)
+        self.runner = runner
+        self.scheduler = Scheduler(self.table, list(workers), settings.engine, runner.run, clock)
+        self.ends.on_requeue = self._requeued
+        self.pool = None
+        if settings.engine.workers in ("celery", "both"):
+            from engine.remote import CeleryPool  # only the front with remote workers needs Celery
+
+            self.pool = CeleryPool(settings, self.scheduler.add)
         self.intake = Intake(
             store, self.offload, self.table, self.admission, self.views, self.ends,
             self.registry, self.scheduler.wake, clock,
@@ -100,6 +109,15 @@ class Engine:
         self.admission.on_blocked = self.actions.blocked
         self._is_ready = False
 
+    def _may_queue_for(self, model: str) -> bool:
+        # Remote boxes come and go (a reboot, a new box): a configured model's jobs wait for one.
+        return self.pool is not None or self.scheduler.serves(model)
+
+    @property
+    def workers(self) -> list[Worker]:
+        """Return every worker: local ones, and remote slots as their boxes appear."""
+        return self.scheduler.workers
+
     @property
     def moderator(self) -> Moderator:
         """Return the moderation rules in force."""
@@ -110,7 +128,10 @@ class Engine:
     async def start(self) -> None:
         """Open the store, start the workers (they load models), resume queued jobs."""
         await self.offload.run(self.store.open)
-        infos = await asyncio.gather(*(worker.start() for worker in self.workers))
+        infos = list(await asyncio.gather(*(worker.start() for worker in self.workers)))
+        if self.pool is not None:
+            await self.pool.start()
+            infos += [worker.info() for worker in self.pool.slots.values()]
         known = set()
         for facts in (facts for info in infos for facts in info.facts):
             self.registry.learn(facts)
@@ -118,6 +139,10 @@ class Engine:
         for spec in self.registry.specs():  # models no worker loaded yet: read their files
             if spec.name not in known:
                 self.registry.learn(await self.offload.run(inspect, spec, self.settings.data_path))
+        if self.pool is not None:
+            await recover(
+                self.pool, self.store, self.offload, self.table, self.scheduler, self.runner
+            )
         await self.intake.resume(self.settings.engine.max_attempts, self.bans)
         self._is_ready = self.intake.is_open = True
         self.scheduler.start()
@@ -134,6 +159,8 @@ class Engine:
         await self.offload.drain()
         for worker in self.workers:
             await worker.close()
+        if self.pool is not None:
+            await self.pool.close()
         await self.offload.close()
         self.store.close()
 
@@ -221,6 +248,10 @@ class Engine:
         self.ends.cancel(job, by.key, is_written=True)
         self.views.publish_positions()
         return await self.fetch_job(job_id)
+
+    def _requeued(self) -> None:
+        self.scheduler.wake()
+        self.views.publish_positions()
 
     def listen(self, listener: Listener) -> Callable[[], None]:
         """Call `listener` with every event (on the loop); return the function that stops it."""

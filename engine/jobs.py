@@ -164,6 +164,13 @@ class JobTable:
             job.state, job.worker, job.started_at = JobState.RUNNING, worker, at
             job.attempt += 1
 
+    def adopt(self, jobs: list[Job], worker: str) -> None:
+        """Take jobs that still run on a remote worker after a restart (same attempt)."""
+        for job in jobs:
+            self._jobs[job.id] = job
+            job.state, job.worker = JobState.RUNNING, worker
+            self._queue.adopt(job)
+
     def withdraw(self, job: Job) -> None:
         """Take a waiting job out of line (cancelled before it ran)."""
         self._queue.remove(job.id)

@@ -122,6 +122,11 @@ class LocalWorker:
             return self.settings.max_batch
         return AUTO_BATCH_CUDA if self._device.startswith("cuda") else 1
 
+    def fail_all(self, reason: str) -> None:
+        """Serve nothing, saying why (a box whose default model could not load)."""
+        for name in self._specs:
+            self._problems.setdefault(name, f"model {name}: {reason}")
+
     def pipeline(self, model: str) -> Pipeline:
         """Return a resident model's pipeline (tests and benchmarks instrument it)."""
         return self._pipelines[model]

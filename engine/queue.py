@@ -1,13 +1,14 @@
 """The fair queue: round-robin between requesters, FIFO within one.
 
 A job's place is decided by (its index among its requester's waiting jobs + how many of that
-requester's jobs are running, submission order). So when A has 4 jobs queued and B submits
-one, B's job runs second.
+requester's jobs are running, how long ago its requester was last served, submission order).
+So when A has 4 jobs queued and B submits one, B's job runs second; and when A, B and C all
+wait, each is served once before anyone twice, even after A's first job has ended.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import Generic, Protocol, TypeVar
 
 
@@ -23,6 +24,10 @@ class QueuedJob(Protocol):
 
 J = TypeVar("J", bound=QueuedJob)
 
+# Requesters whose last service is remembered; the oldest are forgotten first (they were
+# served longest ago, so forgetting them changes little).
+SERVED_MEMORY = 100_000
+
 
 class FairQueue(Generic[J]):
     """Waiting jobs in fair order; counts running jobs per requester."""
@@ -30,6 +35,8 @@ class FairQueue(Generic[J]):
     def __init__(self) -> None:
         self._waiting: dict[str, J] = {}
         self._running: Counter[str] = Counter()
+        self._served: OrderedDict[str, int] = OrderedDict()  # requester → tick of last start
+        self._tick = 0
         self._order: list[J] | None = None  # cached; every change clears it
 
     def __len__(self) -> int:
@@ -56,7 +63,8 @@ class FairQueue(Generic[J]):
         keyed = []
         for job in sorted(self._waiting.values(), key=lambda j: j.seq):
             key = job.requester_key
-            keyed.append(((seen[key] + self._running[key], job.seq), job))
+            served = self._served.get(key, -1)
+            keyed.append(((seen[key] + self._running[key], served, job.seq), job))
             seen[key] += 1
         keyed.sort(key=lambda pair: pair[0])
         return [job for _, job in keyed]
@@ -73,6 +81,20 @@ class FairQueue(Generic[J]):
         for job in jobs:
             del self._waiting[job.id]
             self._running[job.requester_key] += 1
+            self._served_now(job.requester_key)
+        self._order = None
+
+    def _served_now(self, key: str) -> None:
+        self._tick += 1
+        self._served[key] = self._tick
+        self._served.move_to_end(key)
+        if len(self._served) > SERVED_MEMORY:
+            self._served.popitem(last=False)
+
+    def adopt(self, job: J) -> None:
+        """Count a job as running that never waited here (still running after a restart)."""
+        self._running[job.requester_key] += 1
+        self._served_now(job.requester_key)
         self._order = None
 
     def done(self, job: J) -> None:

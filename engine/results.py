@@ -118,7 +118,11 @@ def _png(image: GeneratedImage, params: Parameters) -> bytes:
     if image.format == "rgb":
         pixels = Image.frombytes("RGB", (image.width, image.height), image.data)
         return encode_png(pixels, params)
-    with Image.open(io.BytesIO(image.data)) as check:  # refuse what is not a PNG of that size
-        if check.format != "PNG" or check.size != (image.width, image.height):
-            raise ValueError(f"expected a {image.width}×{image.height} PNG")
+    try:
+        with Image.open(io.BytesIO(image.data)) as check:  # refuse what is not a PNG that size
+            is_png = check.format == "PNG" and check.size == (image.width, image.height)
+    except (OSError, Image.DecompressionBombError) as error:
+        raise ValueError(f"not an image: {error}") from error
+    if not is_png:
+        raise ValueError(f"expected a {image.width}×{image.height} PNG")
     return with_parameters(image.data, params)

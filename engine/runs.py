@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.admission import Ledger
 from engine.config import EngineSettings
@@ -61,6 +62,7 @@ class JobEnds:
         self.ledger = ledger
         self.counters = counters
         self.clock = clock
+        self.on_requeue: Callable[[], None] = lambda: None
 
     def done(self, job: Job, records: list[ImageRecord], seconds: float) -> None:
         """End a job whose images and records are saved."""
@@ -91,6 +93,19 @@ class JobEnds:
             )
         self.ledger.refund(job.id)
         self._end(job, JobState.CANCELLED, Cancelled(job.id, by))
+
+    def requeue(self, job: Job, reason: str, max_attempts: int) -> None:
+        """Run a job again elsewhere (its worker was lost), or fail it past its attempts."""
+        if job.state.is_final:
+            return
+        if job.attempt >= max_attempts:
+            self.fail(
+                job, f"{reason}; gave up after {job.attempt} attempts", FailureKind.WORKER_LOST
+            )
+            return
+        self.offload.spawn(self.store.requeue_job, job.id)
+        self.table.requeue(job)
+        self.on_requeue()
 
     def leave_for_restart(self, job: Job) -> None:
         """Forget a running job the engine stopped for closing; it stays 'running' in the store,
@@ -154,8 +169,10 @@ class BatchRunner:
         """Start, run and end a batch (its saving goes on after the worker is free)."""
         ids = [job.id for job in jobs]
         try:
-            await self.offload.run(self.store.mark_started, ids, self.clock(), worker.name)
             batch = await self._batch(jobs)
+            await self.offload.run(
+                self.store.mark_started, ids, self.clock(), worker.name, batch.id
+            )
         except StoreError as error:
             self._fail(jobs, f"store error: {error}", FailureKind.STORE)
             return
@@ -164,8 +181,26 @@ class BatchRunner:
             return
         for job in jobs:
             self.bus.publish(Started(job.id, worker.name))
+        await self._outcome(worker, jobs, worker.run(batch, _Progress(jobs, self.bus)))
+
+    async def resume(self, worker: Any, jobs: list[Job], task_id: str) -> None:
+        """Follow a task a remote worker still runs for jobs from before the front restarted."""
+        for job in jobs:
+            self.bus.publish(Started(job.id, worker.name))
+        runs = {job.id: f"{job.id}:{job.attempt}" for job in jobs}
+        await self._outcome(worker, jobs, worker.resume(task_id, runs, _Progress(jobs, self.bus)))
+
+    def save(self, jobs: list[Job], result: BatchResult) -> None:
+        """Save a batch's images (on the I/O thread, in the background) and end its jobs."""
+        for job, images in zip(jobs, result.images, strict=True):
+            self.offload.track(asyncio.create_task(self._save(job, images, result)))
+
+    async def _outcome(
+        self, worker: Worker, jobs: list[Job], running: Awaitable[BatchResult]
+    ) -> None:
+        """Map what a worker's run ended with to the end of each job."""
         try:
-            result = await worker.run(batch, _Progress(jobs, self.bus))
+            result = await running
         except Interrupted:
             self._stopped(jobs)
             return
@@ -173,16 +208,18 @@ class BatchRunner:
             self._fail(jobs, error.reason, error.kind)
             return
         except WorkerLost as error:
-            self._fail(jobs, f"worker lost: {error.reason}", FailureKind.WORKER_LOST)
+            log.warning("jobs %s: %s; running them again", [j.id for j in jobs], error)
+            worker.cancel([job.id for job in jobs])  # if the box comes back, it stops them
+            for job in jobs:
+                self.ends.requeue(job, f"worker lost: {error.reason}", self.settings.max_attempts)
             return
         except Exception as error:
-            log.exception("batch %s failed on %s", batch.id, worker.name)
+            log.exception("batch of %s failed on %s", jobs[0].id, worker.name)
             self._fail(jobs, f"internal error: {type(error).__name__}", FailureKind.INTERNAL)
             return
         self.estimates.learn(worker.name, jobs, result.seconds)
         self.registry.learn(result.facts)
-        for job, images in zip(jobs, result.images, strict=True):
-            self.offload.track(asyncio.create_task(self._save(job, images, result)))
+        self.save(jobs, result)
 
     async def _batch(self, jobs: list[Job]) -> Batch:
         """Build the plain batch on the loop; init images are read on the I/O thread."""
@@ -194,7 +231,14 @@ class BatchRunner:
             if request.kind != Kind.TXT2IMG:
                 init = await self.offload.run(self._source_png, request)
             items.append(
-                BatchItem(job.id, request.prompt, request.negative_prompt, seeds(request), init)
+                BatchItem(
+                    job.id,
+                    request.prompt,
+                    request.negative_prompt,
+                    seeds(request),
+                    init,
+                    attempt=job.attempt,
+                )
             )
         strength = {
             Kind.VARIATION: self.settings.variation_strength,
@@ -255,6 +299,10 @@ class BatchRunner:
         except StoreError as error:
             self.ends.counters.degraded["storage"] = str(error)
             self.ends.fail(job, str(error), FailureKind.STORE)
+            return
+        except Exception as error:  # never leave a job running because its save broke
+            log.exception("saving job %s failed", job.id)
+            self.ends.fail(job, f"internal error: {type(error).__name__}", FailureKind.INTERNAL)
             return
         self.ends.counters.degraded.pop("storage", None)
         self.ends.done(job, records, result.seconds)

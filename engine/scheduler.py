@@ -62,6 +62,25 @@ class Scheduler:
         """Look for work for free workers (a job arrived, or a worker became free)."""
         self._wakeup.set()
 
+    def add(self, worker: Worker) -> None:
+        """Take a worker that appeared (a remote box joined, or came back) and find it work."""
+        if all(existing.name != worker.name for existing in self.workers):
+            self.workers.append(worker)
+        self.wake()
+
+    def attach(self, worker: Worker, jobs: list[Job], running: Awaitable[None]) -> None:
+        """Count a worker busy with a run that began before a restart (it is followed)."""
+        self._busy[worker.name] = asyncio.create_task(self._follow(worker, running))
+
+    async def _follow(self, worker: Worker, running: Awaitable[None]) -> None:
+        try:
+            await running
+        except Exception:
+            log.exception("a resumed run on %s failed outside its jobs", worker.name)
+        finally:
+            self._busy.pop(worker.name, None)
+            self.wake()
+
     def worker(self, name: str | None) -> Worker:
         """Return a worker by name."""
         return next(worker for worker in self.workers if worker.name == name)

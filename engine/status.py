@@ -69,6 +69,9 @@ def report(engine: Any, is_ready: bool, is_accepting: bool) -> EngineStatus:
     per_unit = engine.estimates.seconds_per_unit()
     per_step = per_unit * default.native_px**2 if per_unit is not None and is_ready else None
     problems = [problem for info in infos for problem in info.problems]
+    pool = getattr(engine, "pool", None)
+    if pool is not None and pool.problem:
+        problems.append(f"remote workers: broker unreachable ({pool.problem})")
     first = infos[0] if infos else None
     inpaint = registry.inpaint_model()
     return EngineStatus(
@@ -100,7 +103,7 @@ def _worker(info: Any, is_busy: bool) -> WorkerStatus:
         dtype=info.dtype,
         models=info.models,
         resident=info.resident,
-        is_busy=is_busy,
+        is_busy=is_busy or not info.is_free,
         is_alive=info.is_alive,
         jobs_done=info.jobs_done,
         max_batch=info.max_batch,

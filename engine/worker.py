@@ -27,6 +27,12 @@ class BatchItem:
     seeds: tuple[int, ...]
     init_png: bytes | None = None
     mask_png: bytes | None = None
+    attempt: int = 1
+
+    @property
+    def run_id(self) -> str:
+        """Return `<job id>:<attempt>`: one run of one job (stops and results name it)."""
+        return f"{self.job_id}:{self.attempt}"
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,11 @@ class Batch:
         return tuple(item.job_id for item in self.items)
 
     @property
+    def run_ids(self) -> tuple[str, ...]:
+        """Return `<job id>:<attempt>` of each job in this batch."""
+        return tuple(item.run_id for item in self.items)
+
+    @property
     def image_count(self) -> int:
         """Return how many images the call makes."""
         return sum(len(item.seeds) for item in self.items)
@@ -71,6 +82,47 @@ class Batch:
         items = tuple(_item_from_json(item) for item in data.get("items", ()))
         values = {k: v for k, v in data.items() if k != "items"}
         return cls(**values, items=items)
+
+
+KINDS = ("txt2img", "variation", "upscale", "img2img", "inpaint", "outpaint")
+SCHEDULER_NAMES = ("DPM++ 2M", "DPM++ 2M Karras", "Euler a", "Euler", "DDIM")
+MAX_ITEMS = 16
+MAX_IMAGE_BYTES = 50 * 1024 * 1024
+
+
+def check_batch(batch: Batch, models: Collection[str]) -> None:
+    """Refuse a batch from the network that a front would never build; ValueError names why.
+
+    A box validates what it is sent like any request: ranges, kinds, its own models, sizes of
+    the images in it (decoded later under Pillow's decompression-bomb limit).
+    """
+    rules: list[tuple[str, bool]] = [
+        ("model", batch.model in models),
+        ("kind", batch.kind in KINDS),
+        ("scheduler", batch.scheduler in SCHEDULER_NAMES),
+        ("width", _size_ok(batch.width)),
+        ("height", _size_ok(batch.height)),
+        ("steps", isinstance(batch.steps, int) and 1 <= batch.steps <= 500),
+        ("guidance", isinstance(batch.guidance, int | float) and 0 <= batch.guidance <= 50),
+        ("strength", isinstance(batch.strength, int | float) and 0 < batch.strength <= 1),
+        ("items", 1 <= len(batch.items) <= MAX_ITEMS),
+        ("preview_every_steps", isinstance(batch.preview_every_steps, int)),
+    ]
+    for item in batch.items:
+        rules += [
+            ("seeds", 1 <= len(item.seeds) <= 4 and all(0 <= s < 2**32 for s in item.seeds)),
+            ("prompt", isinstance(item.prompt, str) and len(item.prompt) <= 100_000),
+            ("negative_prompt", isinstance(item.negative_prompt, str)),
+            ("init_png", item.init_png is None or len(item.init_png) <= MAX_IMAGE_BYTES),
+            ("mask_png", item.mask_png is None or len(item.mask_png) <= MAX_IMAGE_BYTES),
+        ]
+    for name, is_ok in rules:
+        if not is_ok:
+            raise ValueError(f"batch {name} out of range or not served here")
+
+
+def _size_ok(value: Any) -> bool:
+    return isinstance(value, int) and 8 <= value <= 4096 and value % 8 == 0
 
 
 def _item_json(item: BatchItem) -> dict[str, Any]:
@@ -132,6 +184,7 @@ class WorkerInfo:
     facts: tuple[ModelFacts, ...] = ()
     problems: tuple[str, ...] = ()
     is_alive: bool = True
+    is_free: bool = True  # False while a remote slot still finishes a task given up on
     jobs_done: int = 0
     last_seen_s: float | None = None
     kind: str = "local"
@@ -139,7 +192,7 @@ class WorkerInfo:
 
     def can_serve(self, model: str) -> bool:
         """Return whether this worker may be given jobs for a model."""
-        return self.is_alive and model in self.models
+        return self.is_alive and self.is_free and model in self.models
 
 
 class ProgressSink(Protocol):

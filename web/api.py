@@ -99,6 +99,20 @@ def get_job(job_id: str) -> Response:
     return jsonify(job_json(job_or_404(job_id)))
 
 
+@bp.post("/jobs/<job_id>/cancel")
+def cancel_job(job_id: str) -> Response:
+    """Cancel a queued or running job: the caller's own, or any for the admin.
+
+    A JSON body (may be `{}`) is required so that a form on another site cannot cancel jobs.
+    """
+    context = ctx()
+    if not request.is_json:
+        raise InvalidRequest("body", "expected Content-Type: application/json")
+    job = job_or_404(job_id)
+    view = context.bridge.cancel(job.id, context.access.api_requester())
+    return jsonify(job_json(view))
+
+
 @bp.get("/images")
 def list_images() -> Response:
     """Return a page of images, newest first, with the cursor of the next page."""

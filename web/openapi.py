@@ -294,6 +294,25 @@ def document(settings: Settings, models: list[str] | None = None) -> dict[str, A
                     "responses": {"200": _ok("The job", "Job"), "404": _error("No such job")},
                 }
             },
+            "/api/v1/jobs/{job_id}/cancel": {
+                "post": {
+                    "summary": "Cancel a queued or running job (the caller's own, or any for the"
+                    " admin); a job that has ended is answered as it is.",
+                    "operationId": "cancelJob",
+                    "security": [{}, {"adminToken": []}],
+                    "parameters": [_path("job_id", JOB_ID_PATTERN)],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "responses": {
+                        "200": _ok("The job, cancelled or stopping", "Job"),
+                        "400": _error("The body is not JSON"),
+                        "403": _error("Not the caller's job"),
+                        "404": _error("No such job"),
+                    },
+                }
+            },
             "/api/v1/images": {"get": _list_images()},
             "/api/v1/images/{image_id}": {
                 "get": {

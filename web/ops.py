@@ -116,11 +116,16 @@ class EngineCollector(Collector):
         busy = GaugeMetricFamily(
             "imagine_worker_busy", "1 while a worker runs a batch", labels=["worker"]
         )
+        up = GaugeMetricFamily(
+            "imagine_worker_up", "1 while a worker is alive (remote: heartbeats)", labels=["worker"]
+        )
         done = CounterMetricFamily("imagine_worker_jobs", "Jobs a worker ran", labels=["worker"])
         for worker in status.workers:
             busy.add_metric([worker.name], int(worker.is_busy))
+            up.add_metric([worker.name], int(worker.is_alive))
             done.add_metric([worker.name], worker.jobs_done)
         yield busy
+        yield up
         yield done
 
 

@@ -88,14 +88,20 @@ class JobRows:
             )
         return [job_of(row) for row in rows]
 
-    def mark_started(self, job_ids: Sequence[str], at: float, worker: str | None = None) -> None:
-        """Mark jobs running on a worker and count the attempt (before any GPU work)."""
+    def mark_started(
+        self,
+        job_ids: Sequence[str],
+        at: float,
+        worker: str | None = None,
+        task_id: str | None = None,
+    ) -> None:
+        """Mark jobs running on a worker (as a task) and count the attempt (before GPU work)."""
 
         def start(conn: sqlite3.Connection) -> None:
             conn.executemany(
-                "UPDATE jobs SET state = 'running', started_at = ?, worker = ?,"
+                "UPDATE jobs SET state = 'running', started_at = ?, worker = ?, task_id = ?,"
                 " attempts = attempts + 1 WHERE id = ? AND state IN ('queued', 'running')",
-                [(at, worker, job_id) for job_id in job_ids],
+                [(at, worker, task_id, job_id) for job_id in job_ids],
             )
 
         self.db.transaction(start)
@@ -127,7 +133,7 @@ class JobRows:
 
         def requeue(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "UPDATE jobs SET state = 'queued', worker = NULL"
+                "UPDATE jobs SET state = 'queued', worker = NULL, task_id = NULL"
                 " WHERE id = ? AND state = 'running'",
                 (job_id,),
             )
@@ -252,4 +258,5 @@ def job_of(row: sqlite3.Row) -> JobRecord:
         delivery=json.loads(row["delivery"]),
         idempotency_key=row["idempotency_key"],
         worker=row["worker"],
+        task_id=row["task_id"],
     )

@@ -47,6 +47,7 @@ class JobRecord:
     delivery: dict[str, Any]
     idempotency_key: str | None = None
     worker: str | None = None
+    task_id: str | None = None
 
 
 @dataclass(frozen=True)

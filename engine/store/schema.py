@@ -111,7 +111,11 @@ V2 = [
     "CREATE INDEX IF NOT EXISTS images_author_name ON images(author_name COLLATE NOCASE, n)",
 ]
 
-MIGRATIONS: list[list[str]] = [V1, V2]
+# Version 3 (remote workers): the task a job's current attempt runs as, so a restarted front
+# collects its result from Redis or finds it still running, instead of running it twice.
+V3 = ["ALTER TABLE jobs ADD COLUMN task_id TEXT"]
+
+MIGRATIONS: list[list[str]] = [V1, V2, V3]
 VERSION = len(MIGRATIONS)
 
 

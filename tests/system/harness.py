@@ -39,14 +39,18 @@ def free_port() -> int:
 
 
 def toml_text(sections: dict[str, dict[str, Any]]) -> str:
-    """Write nested tables of scalars and lists as TOML (enough for config.toml)."""
+    """Write tables of scalars and lists, and tables of tables, as TOML (enough for config.toml)."""
     lines: list[str] = []
+    nested: dict[str, dict[str, Any]] = {}
     for name, table in sections.items():
         lines.append(f"[{name}]")
         for key, value in table.items():
-            lines.append(f"{key} = {json.dumps(value)}")
+            if isinstance(value, dict):  # a table of tables: [models.<name>]
+                nested[f"{name}.{key}"] = value
+            else:
+                lines.append(f"{key} = {json.dumps(value)}")
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines) + ("\n" + toml_text(nested) if nested else "")
 
 
 def base_config(model: Path, data: Path, port: int) -> dict[str, dict[str, Any]]:
@@ -332,15 +336,20 @@ async def wait_until(predicate: Any, timeout_s: float, every_s: float = 0.1) -> 
 
 
 class ApiClient:
-    """A JSON API client that keeps its cookie (its identity) across restarts, like a browser."""
+    """A JSON API client that keeps its cookie (its identity) across restarts, like a browser.
 
-    def __init__(self, program: Program) -> None:
+    `address` (127.0.0.N) makes it another client address, so another requester.
+    """
+
+    def __init__(self, program: Program, address: str | None = None) -> None:
         import aiohttp
 
         self.program = program
+        connector = aiohttp.TCPConnector(local_addr=(address, 0)) if address else None
         self.session = aiohttp.ClientSession(
             cookie_jar=aiohttp.CookieJar(unsafe=True),
             timeout=aiohttp.ClientTimeout(total=30),
+            connector=connector,
         )
 
     async def submit(self, body: dict[str, Any], key: str | None = None) -> tuple[int, Any]:

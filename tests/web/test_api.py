@@ -204,3 +204,32 @@ def test_json_integers_may_be_written_with_a_zero_fraction(site: Site) -> None:
         "/api/v1/generations", json={"prompt": "a fox", "width": 64.0, "steps": 2.0}
     )
     assert response.status_code == 202
+
+
+def test_api_cancel_stops_the_callers_job_and_refuses_others(make_site) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from tests.web.test_generate import _hold
+
+    site = make_site(gated=True)
+    hold = asyncio.run_coroutine_threadsafe(
+        _hold(site.running.engine.workers[0]), site.running.loop
+    )
+    try:
+        mine, other = site.client(), site.client()
+        first = mine.post("/api/v1/generations", json={"prompt": "a fox"}).get_json()["job_id"]
+        second = mine.post("/api/v1/generations", json={"prompt": "a cat"}).get_json()["job_id"]
+        assert mine.post(f"/api/v1/jobs/{second}/cancel", data="{}").status_code == 400
+        elsewhere = {"REMOTE_ADDR": "192.0.2.7"}
+        refused = other.post(f"/api/v1/jobs/{second}/cancel", json={}, environ_base=elsewhere)
+        assert refused.status_code == 403 and refused.get_json()["error"] == "forbidden"
+        answer = mine.post(f"/api/v1/jobs/{second}/cancel", json={})
+        assert answer.status_code == 200 and answer.get_json()["state"] == "cancelled"
+        assert mine.post("/api/v1/jobs/nope!/cancel", json={}).status_code == 404
+        running = mine.post(f"/api/v1/jobs/{first}/cancel", json={})
+        assert running.status_code == 200
+    finally:
+        hold.cancel()
+    assert wait_job(mine, first)["state"] == "cancelled"
+    again = mine.post(f"/api/v1/jobs/{first}/cancel", json={})
+    assert again.status_code == 200 and again.get_json()["state"] == "cancelled"

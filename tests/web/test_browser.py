@@ -203,6 +203,13 @@ def test_demo_model_draws_the_prompt_from_the_form_and_the_gallery_shows_it_cris
             page.goto(f"{base}/")
             page.wait_for_selector(".grid img")
             assert page.locator(".card").count() == len(DEMO_PROMPTS) + 1
+            # The grid's images load lazily: scroll them all in and wait until each has loaded.
+            page.eval_on_selector_all(".grid img", "els => els.forEach(e => e.loading = 'eager')")
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.grid img')]"
+                ".every(e => e.complete && e.naturalWidth > 0)",
+                timeout=20_000,
+            )
             shown = page.eval_on_selector_all(
                 ".grid img",
                 "els => els.map(e => [e.naturalWidth, e.clientWidth,"

@@ -53,6 +53,9 @@ def test_metrics_count_queue_jobs_and_images(site: Site) -> None:
         "imagine_job_run_seconds_count 1.0",
         "imagine_steps_per_second",
         "imagine_engine_ready 1.0",
+        'imagine_worker_up{worker="local"} 1.0',
+        'imagine_worker_busy{worker="local"} 0.0',
+        'imagine_worker_jobs_total{worker="local"} 1.0',
     ):
         assert name in text, name
 

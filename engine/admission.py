@@ -120,9 +120,13 @@ class Admission:
         return resolved
 
     def _resolve(self, request: GenerationRequest, limits: LimitSettings) -> GenerationRequest:
-        if request.kind != Kind.TXT2IMG and (not request.source_image_id or request.width is None):
-            raise InvalidRequest("source_image_id", f"required for a {request.kind}")
+        if request.kind != Kind.TXT2IMG and request.width is None:  # not filled in by derive
+            upload = request.kind == Kind.IMG2IMG and not request.source_image_id
+            raise InvalidRequest(
+                "image" if upload else "source_image_id", f"required for a {request.kind}"
+            )
         spec = self.registry.get(request.model)
+        _check_model_kind(request, spec.name, spec.kind)
         if not self.serving(spec.name):
             raise ModelUnavailable(spec.name, "no worker serves it now", "See /status.")
         facts = self.registry.facts(spec.name)
@@ -194,3 +198,14 @@ class Admission:
 
 def _at_least_1s(seconds: float) -> float:
     return max(1.0, round(seconds, 1))
+
+
+def _check_model_kind(request: GenerationRequest, name: str, model_kind: str) -> None:
+    """An inpainting model only fills masks; a masked request needs an inpainting model."""
+    is_masked = request.kind in (Kind.INPAINT, Kind.OUTPAINT)
+    if model_kind == "inpaint" and not is_masked:
+        raise InvalidRequest(
+            "model", f"{name} is an inpainting model: it serves zoom out, pan and vary region"
+        )
+    if is_masked and model_kind != "inpaint":
+        raise InvalidRequest("model", f"{name} is not an inpainting model")

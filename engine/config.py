@@ -116,6 +116,7 @@ class LimitSettings:
     max_count: int = field(default=4, metadata=_range(1, 4))
     max_pixel_steps: int = field(default=768 * 768 * 50 * 4, metadata=_range(1, 10**12))
     max_queue: int = field(default=100, metadata=_range(1, 100_000))
+    max_upload_bytes: int = field(default=10_000_000, metadata=_range(1024, 100_000_000))
     max_per_user: int = field(default=3, metadata=_range(0, 10_000))
     cooldown_s: float = field(default=0.0, metadata=_range(0, 86400))
     daily_quota: int = field(default=0, metadata=_range(0, 1_000_000))
@@ -144,6 +145,10 @@ class BotSettings:
     guild_ids: tuple[str, ...] = ()
     progress_interval_s: float = field(default=2.0, metadata=_range(0.2, 600))
     gallery_url: str = ""
+    attachment_origins: tuple[str, ...] = (
+        "https://cdn.discordapp.com",
+        "https://media.discordapp.net",
+    )
     delivery_attempts: int = field(default=5, metadata=_range(1, 50))
     max_retry_after_s: float = field(default=60.0, metadata=_range(30, 3600))
 

@@ -44,7 +44,7 @@ from engine.request import GenerationRequest, Kind, Requester
 from engine.runs import BatchRunner, Counters, JobEnds
 from engine.scheduler import Scheduler
 from engine.status import EngineStatus, report
-from engine.store import JobState, Store
+from engine.store import ImageRecord, JobState, Store
 from engine.views import Views
 from engine.worker import Worker
 
@@ -271,6 +271,20 @@ class Engine:
         """Return a variation (img2img on the same weights) of a stored image, filled in."""
         request = GenerationRequest(prompt="", kind=Kind.VARIATION, source_image_id=image_id)
         return await self._derive(request, by)
+
+    async def remix_request(
+        self, job_id: str, prompt: str, negative_prompt: str = ""
+    ) -> GenerationRequest:
+        """Return a job's request with new prompts: same seed, settings and input images."""
+        request = (await self.fetch_job(job_id)).request
+        init, mask = await self.offload.run(self.store.job_inputs, job_id)
+        return dataclasses.replace(
+            request, prompt=prompt, negative_prompt=negative_prompt, init_png=init, mask_png=mask
+        )
+
+    async def image_chain(self, image_id: str) -> list[ImageRecord]:
+        """Return an image's ancestry oldest first, ending with it (raise NotFound)."""
+        return await self.derivations.chain(image_id)
 
     async def upscale_request(self, image_id: str, by: Requester) -> GenerationRequest:
         """Return a 2× upscale of a stored image (capped by the size limits), filled in."""

@@ -108,6 +108,7 @@ class Intake:
             record = await self.offload.run(
                 self.store.insert_job, job.id, job.requester_key, job.requester.to_dict(),
                 job.request.to_dict(), job.origin, idempotency_key, job.created_at,
+                job.request.inputs,
             )  # fmt: skip
         except BaseException:
             self.table.release(job)
@@ -118,6 +119,8 @@ class Intake:
             self.admission.ledger.refund(job.id)
             return existing(record.id)
         job.seq = record.seq
+        # Stored now: runs read them back from SQLite, the queue need not hold the bytes.
+        job.request = dataclasses.replace(job.request, init_png=None, mask_png=None)
         if idempotency_key:
             self._keys[idempotency_key] = job.id
             while len(self._keys) > IDEMPOTENCY_KEYS_KEPT:

@@ -349,11 +349,29 @@ class Pipeline:
         if not upcast or vae.dtype == torch.float32:
             yield
             return
+        # The pipeline still hands the VAE latents (and, for img2img and inpaint, images) in the
+        # UNet's dtype: cast them in, and what encode returns back out, while it runs in float32.
+        dtype, decode, encode = self.dtype, vae.decode, vae.encode
+
+        def decode32(z: Any, *args: Any, **kwargs: Any) -> Any:
+            return decode(z.to(torch.float32), *args, **kwargs)
+
+        def encode32(x: Any, *args: Any, **kwargs: Any) -> Any:
+            output = encode(x.to(torch.float32), *args, **kwargs)
+            dist = output[0] if isinstance(output, tuple) else output.latent_dist
+            dist.mean, dist.std, dist.var, dist.logvar = (
+                t.to(dtype) for t in (dist.mean, dist.std, dist.var, dist.logvar)
+            )
+            dist.parameters = dist.parameters.to(dtype)
+            return output
+
         vae.to(torch.float32)
+        vae.decode, vae.encode = decode32, encode32
         try:
             yield
         finally:
-            vae.to(self.dtype)
+            del vae.decode, vae.encode  # the class's own methods again
+            vae.to(dtype)
 
     def _package(self, batch: Batch, arrays: np.ndarray) -> list[list[GeneratedImage]]:
         pixels = [_to_uint8(array) for array in arrays]

@@ -31,6 +31,12 @@ class Kind(StrEnum):
     TXT2IMG = "txt2img"
     VARIATION = "variation"
     UPSCALE = "upscale"
+    IMG2IMG = "img2img"
+    INPAINT = "inpaint"
+    OUTPAINT = "outpaint"
+
+
+INPUT_FIELDS = ("init_png", "mask_png")
 
 
 @dataclass(frozen=True)
@@ -50,17 +56,32 @@ class GenerationRequest:
     source_image_id: str | None = None
     aspect: str | None = None
     model: str | None = None
+    strength: float | None = None
+    outpaint: str | None = None
+    # Input images travel with the request until the job is stored (in its own table), then
+    # are read back from SQLite for each run; they are never part of the JSON.
+    init_png: bytes | None = field(default=None, repr=False, compare=False)
+    mask_png: bytes | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready mapping."""
-        data = dataclasses.asdict(self)
+        """Return a JSON-ready mapping (without the input images)."""
+        data = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in INPUT_FIELDS
+        }
         data["kind"] = str(self.kind)
         return data
+
+    @property
+    def inputs(self) -> tuple[bytes | None, bytes | None]:
+        """Return (init image, mask) as PNG bytes, either may be None."""
+        return self.init_png, self.mask_png
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:
         """Rebuild from `to_dict` output (extra keys are ignored)."""
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls)} - set(INPUT_FIELDS)
         values = {k: v for k, v in data.items() if k in names}
         values["kind"] = Kind(values.get("kind", Kind.TXT2IMG))
         return cls(**values)
@@ -76,6 +97,7 @@ class GenerationRequest:
             self.steps,
             self.guidance,
             self.scheduler,
+            self.strength,
         )
 
 
@@ -360,9 +382,23 @@ def check(request: GenerationRequest, limits: LimitSettings) -> None:
     _float_in("guidance", request.guidance, 0.0, limits.max_guidance)
     if request.scheduler not in SCHEDULERS:
         raise InvalidRequest("scheduler", f"expected one of {', '.join(SCHEDULERS)}")
-    if request.kind != Kind.TXT2IMG and not request.source_image_id:
-        raise InvalidRequest("source_image_id", f"required for a {request.kind}")
+    _check_inputs(request)
     check_budget(request, limits.max_pixel_steps)
+
+
+def _check_inputs(request: GenerationRequest) -> None:
+    """The kinds that start from an image carry what they need (filled in by derive)."""
+    if request.kind == Kind.TXT2IMG:
+        return
+    if request.kind == Kind.IMG2IMG:
+        if request.init_png is None:
+            raise InvalidRequest("image", "required for img2img: attach an image")
+        _float_in("strength", request.strength, 0.05, 1.0)
+        return
+    if not request.source_image_id:
+        raise InvalidRequest("source_image_id", f"required for a {request.kind}")
+    if request.kind in (Kind.INPAINT, Kind.OUTPAINT) and None in request.inputs:
+        raise InvalidRequest("mask", f"required for {request.kind}")
 
 
 def check_budget(request: GenerationRequest, budget: int) -> None:

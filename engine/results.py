@@ -98,6 +98,8 @@ def parameters(job: Finished, record: ImageRecord) -> Parameters:
     if record.model_hash:
         extra.append(("Model hash", record.model_hash))
     extra.append(("Job", job.job_id))
+    if record.kind == "img2img" and job.request.strength is not None:
+        extra.append(("Denoising strength", f"{job.request.strength:g}"))
     if record.kind != "txt2img":
         extra += [("Kind", record.kind), ("Source image", record.parent_image_id or "")]
     return Parameters(

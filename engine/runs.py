@@ -227,9 +227,13 @@ class BatchRunner:
         items = []
         for job in jobs:
             request = job.request
-            init = None
-            if request.kind != Kind.TXT2IMG:
+            init = mask = None
+            if request.kind in (Kind.VARIATION, Kind.UPSCALE):
                 init = await self.offload.run(self._source_png, request)
+            elif request.kind != Kind.TXT2IMG:
+                init, mask = await self.offload.run(self.store.job_inputs, job.id)
+                if init is None:
+                    raise GenerationFailed(f"job {job.id} lost its input image")
             items.append(
                 BatchItem(
                     job.id,
@@ -237,12 +241,14 @@ class BatchRunner:
                     request.negative_prompt,
                     seeds(request),
                     init,
+                    mask,
                     attempt=job.attempt,
                 )
             )
         strength = {
             Kind.VARIATION: self.settings.variation_strength,
             Kind.UPSCALE: self.settings.upscale_strength,
+            Kind.IMG2IMG: float(first.strength or 0.6),
         }.get(first.kind, 1.0)
         return Batch(
             id=f"{jobs[0].id}:{jobs[0].attempt}",

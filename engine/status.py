@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from engine.canvas import outpaint_note
+
 
 @dataclass(frozen=True)
 class WorkerStatus:
@@ -59,6 +61,7 @@ class EngineStatus:
     workers: tuple[WorkerStatus, ...] = ()
     models: tuple[ModelStatus, ...] = ()
     inpaint_model: str | None = None
+    outpaint_note: str = ""
 
 
 def report(engine: Any, is_ready: bool, is_accepting: bool) -> EngineStatus:
@@ -92,6 +95,7 @@ def report(engine: Any, is_ready: bool, is_accepting: bool) -> EngineStatus:
         workers=tuple(_worker(info, engine.scheduler.is_busy(info.name)) for info in infos),
         models=tuple(_model(registry, spec, infos) for spec in registry.specs()),
         inpaint_model=inpaint.name if inpaint is not None else None,
+        outpaint_note=outpaint_note(inpaint.name if inpaint is not None else None),
     )
 
 

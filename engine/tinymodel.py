@@ -1,8 +1,10 @@
-"""Build a tiny SD-2-shaped pipeline offline (random weights) for tests and a first start.
+"""Build tiny SD-2-shaped pipelines offline (random weights) for tests and a first start.
 
 Same layout as SD 2.1 — UNet with cross-attention and linear projection, v-prediction,
 AutoencoderKL, CLIP text encoder and tokenizer — saved with `save_pretrained` so it loads
-through exactly the code path SD 2.1 does. Its images are noise. Called only by pipeline.py.
+through exactly the code path SD 2.1 does. `build` makes the txt2img model; `build_inpaint`
+makes its inpainting twin (9-channel UNet), which loads as SD 2's inpainting weights do.
+Their images are noise. Called by pipeline.py, and by tests for their fixtures.
 """
 
 from __future__ import annotations
@@ -11,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 SPECIAL = ("<|startoftext|>", "<|endoftext|>")
@@ -55,14 +63,34 @@ def sd2_scheduler() -> DDIMScheduler:
 
 
 def build(folder: Path, seed: int = 0) -> Path:
-    """Build and save the tiny pipeline into `folder` (native size 32 px); return the folder.
+    """Build and save the tiny txt2img pipeline into `folder` (native size 32 px); return it."""
+    return _save(StableDiffusionPipeline(**_components(seed, unet_in_channels=4)), folder)
+
+
+def build_inpaint(folder: Path, seed: int = 0) -> Path:
+    """Build and save the tiny inpainting pipeline into `folder`; return the folder.
+
+    Its UNet reads 9 channels (4 latent + 1 mask + 4 masked-image latents), the layout of
+    stabilityai/stable-diffusion-2-inpainting, so it loads as StableDiffusionInpaintPipeline.
+    """
+    return _save(StableDiffusionInpaintPipeline(**_components(seed, unet_in_channels=9)), folder)
+
+
+def _save(pipe: Any, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def _components(seed: int, unet_in_channels: int) -> dict[str, Any]:
+    """Return the pipeline's components, seeded; built in a fixed order so weights repeat.
 
     Long because it spells out every component's config, like SD 2.1's own model_index.
     """
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         sample_size=16,
-        in_channels=4,
+        in_channels=unet_in_channels,
         out_channels=4,
         layers_per_block=1,
         block_out_channels=(32, 64),
@@ -98,17 +126,13 @@ def build(folder: Path, seed: int = 0) -> Path:
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    scheduler = sd2_scheduler()
-    pipe: Any = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    pipe.save_pretrained(folder, safe_serialization=True)
-    return folder
+    return {
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "unet": unet,
+        "scheduler": sd2_scheduler(),
+        "safety_checker": None,
+        "feature_extractor": None,
+        "requires_safety_checker": False,
+    }

@@ -40,6 +40,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tinymodel.build(tmp_path_factory.mktemp("models") / "tiny")
 
 
+@pytest.fixture(scope="session")
+def tiny_inpaint_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build the tiny random SD-2-shaped inpainting pipeline (9-channel UNet) once per session."""
+    from engine import tinymodel
+
+    return tinymodel.build_inpaint(tmp_path_factory.mktemp("models") / "tiny-inpaint")
+
+
 @pytest.fixture
 def make_settings(tiny_model_dir: Path, tmp_path: Path) -> Callable[..., Settings]:
     """Return a factory: sections as keyword dicts override the test defaults."""

@@ -26,8 +26,10 @@ class JobRows:
         origin: dict[str, Any],
         idempotency_key: str | None,
         created_at: float,
+        inputs: tuple[bytes | None, bytes | None] = (None, None),
     ) -> JobRecord:
-        """Persist a queued job; return the existing job when the idempotency key was seen."""
+        """Persist a queued job (with its input images, in the same transaction); return the
+        existing job when the idempotency key was seen."""
 
         def insert(conn: sqlite3.Connection) -> JobRecord:
             if idempotency_key is not None:
@@ -50,9 +52,23 @@ class JobRows:
                     created_at,
                 ),
             )
+            if inputs != (None, None):
+                conn.execute(
+                    "INSERT INTO job_inputs (job_id, init_png, mask_png) VALUES (?, ?, ?)",
+                    (job_id, *inputs),
+                )
             return job_of(conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
         return self.db.transaction(insert)
+
+    def job_inputs(self, job_id: str) -> tuple[bytes | None, bytes | None]:
+        """Return a job's stored (init image, mask); (None, None) when it has none."""
+        row = (
+            self.db.connection()
+            .execute("SELECT init_png, mask_png FROM job_inputs WHERE job_id = ?", (job_id,))
+            .fetchone()
+        )
+        return (row[0], row[1]) if row else (None, None)
 
     def job(self, job_id: str) -> JobRecord | None:
         """Return one job, or None."""

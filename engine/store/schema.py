@@ -115,7 +115,17 @@ V2 = [
 # collects its result from Redis or finds it still running, instead of running it twice.
 V3 = ["ALTER TABLE jobs ADD COLUMN task_id TEXT"]
 
-MIGRATIONS: list[list[str]] = [V1, V2, V3]
+# Version 4 (images in): a job's init image and mask, stored with the job when it is accepted,
+# so a rerun after a restart reads them here (never the source image again, never a CDN).
+V4 = [
+    """CREATE TABLE IF NOT EXISTS job_inputs (
+        job_id TEXT PRIMARY KEY,
+        init_png BLOB,
+        mask_png BLOB
+    )"""
+]
+
+MIGRATIONS: list[list[str]] = [V1, V2, V3, V4]
 VERSION = len(MIGRATIONS)
 
 

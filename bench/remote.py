@@ -11,7 +11,7 @@ torch thread each) on the tiny model:
 2. dispatch overhead: one 64 px, 1-step job at a time, submit → Finished, alternating an
    in-process local worker and one remote box; overhead = remote − local per job (the JSON,
    the broker hops, PNG encoding on the box, the result poll).
-3. failover: a 200-step job on one of two boxes, that box SIGKILLed; the time until the job runs
+3. failover: a 100-step job on one of two boxes, that box SIGKILLed; the time until the job runs
    again on the other box (`engine.worker_timeout_s` at its default, 6 s), three times.
 """
 
@@ -74,7 +74,7 @@ async def _failover(side: EngineSide, boxes: list[Any]) -> list[float]:
     moved = []
     for kill in range(KILLS):
         await _wait_slots(side, len(boxes))
-        request = GenerationRequest(prompt=f"failover {kill}", width=64, height=64, steps=200)
+        request = GenerationRequest(prompt=f"failover {kill}", width=64, height=64, steps=100)
         view = await side.engine.submit(request, Requester(source="web", user_id=f"k{kill}"))
         job = await _running(side, view.id, attempt=1)
         victim = next(box for box in boxes if job.worker.startswith(box.name + "/"))

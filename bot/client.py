@@ -1,16 +1,18 @@
 """The Discord client: lifecycle, the one error path, and the flow from interaction to job.
 
 Each feature is an extension with one Cog: `bot.imagine` (/imagine and the result buttons),
-`bot.queue` (/queue, /cancel, /status) and `bot.moderation` (/mod). They talk to the engine
-through this client; every refusal goes through `replies.text_for`.
+`bot.images` ("Imagine from this image", remix, zoom out, pan), `bot.queue` (/queue,
+/cancel, /status) and `bot.moderation` (/mod). They talk to the engine through this client;
+every refusal goes through `replies.text_for`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -22,11 +24,11 @@ from bot import checks, replies
 from bot.delivery import NO_MENTIONS, Delivery, Target
 from bot.endpoints import point_discord_py_at
 from bot.views import ResultButton
-from engine import ConfigError, Engine, GenerationRequest, Settings
+from engine import ConfigError, Engine, GenerationRequest, JobView, Kind, Settings
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.imagine", "bot.queue", "bot.moderation")
+EXTENSIONS = ("bot.imagine", "bot.images", "bot.queue", "bot.moderation")
 
 Reloader = Callable[[], Settings | ConfigError]
 
@@ -159,25 +161,33 @@ class ImagineBot(commands.Bot):
     # -- jobs ------------------------------------------------------------------------------
 
     async def submit_from(
-        self, interaction: discord.Interaction, request: GenerationRequest
+        self,
+        interaction: discord.Interaction,
+        request: GenerationRequest,
+        notes: Sequence[str] = (),
     ) -> None:
         """Queue a job for an interaction and follow it; refusals are ephemeral and cost no GPU.
 
         The engine decides from memory (`admit`), so a refusal is answered as the first,
         private response; an accepted job is acknowledged before its SQLite insert lands.
+        `notes` (what cleaning an init image changed) are said with the result.
         """
         checks.require_bot_permissions(interaction)
         requester = checks.requester_of(interaction)
-        target = Target.of(interaction, requester.is_nsfw_channel)
-        pending = self.engine.admit(
-            request, requester, origin=target.to_origin(), idempotency_key=str(interaction.id)
-        )
+        target = Target.of(interaction, requester.is_nsfw_channel, tuple(notes))
+        origin, key = target.to_origin(), str(interaction.id)
+        if is_filled_in(request):
+            pending = self.engine.admit(request, requester, origin=origin, idempotency_key=key)
+        else:  # img2img from an upload, zoom out, pan: the engine fills it in, off the loop
+            pending = _done(await self.engine.submit(request, requester, origin, key))
         if not await self._defer(interaction):
             target = target.without_token()
         job = await pending
         self.delivery.follow(job.id, target)
 
     async def _defer(self, interaction: discord.Interaction) -> bool:
+        if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
+            return True  # deferred already, while an init image was downloaded
         try:
             await interaction.response.defer(thinking=True)
             return True
@@ -186,3 +196,14 @@ class ImagineBot(commands.Bot):
             # runs, and its result goes to the channel if nobody else holds the token.
             log.warning("could not defer interaction %s: %r", interaction.id, error)
             return False
+
+
+def is_filled_in(request: GenerationRequest) -> bool:
+    """Return whether `engine.admit` can take a request as it is (not made from an image)."""
+    return request.kind == Kind.TXT2IMG or request.width is not None
+
+
+def _done(job: JobView) -> asyncio.Future[JobView]:
+    future: asyncio.Future[JobView] = asyncio.get_running_loop().create_future()
+    future.set_result(job)
+    return future

@@ -69,9 +69,13 @@ class Target:
     created_at: float
     size_limit: int
     is_nsfw_channel: bool
+    # What cleaning the init image changed ("its first frame was used"), said with the result.
+    notes: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, interaction: discord.Interaction, is_nsfw_channel: bool) -> Target:
+    def of(
+        cls, interaction: discord.Interaction, is_nsfw_channel: bool, notes: tuple[str, ...] = ()
+    ) -> Target:
         """Return the target of an interaction."""
         return cls(
             application_id=int(interaction.application_id),
@@ -82,6 +86,7 @@ class Target:
             created_at=interaction.created_at.timestamp(),
             size_limit=int(interaction.filesize_limit),
             is_nsfw_channel=is_nsfw_channel,
+            notes=notes,
         )
 
     def to_origin(self) -> dict[str, Any]:
@@ -95,7 +100,9 @@ class Target:
         if not isinstance(data, dict):
             return None
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        values = {k: v for k, v in data.items() if k in names}
+        values["notes"] = tuple(values.get("notes") or ())
+        return cls(**values)
 
     def is_token_alive(self, now_s: float) -> bool:
         """Return whether the interaction token can still edit the original response."""
@@ -222,6 +229,11 @@ class Delivery:
         """Return the gallery's base URL, or '' when there is none."""
         return gallery_url(self.settings)
 
+    @property
+    def has_outpaint(self) -> bool:
+        """Return whether an inpainting model serves zoom out, pan and vary region."""
+        return self.engine.status().inpaint_model is not None
+
     def follow(self, job_id: str, target: Target) -> None:
         """Start following a job (once) until it is delivered."""
         if self._closed:
@@ -341,6 +353,7 @@ class Delivery:
         files, linked = fit_files(await self._read_files(shown, target), target.size_limit)
         gallery = self.gallery_url
         content = f"**{messages.escape(job.request.prompt)}**" + messages.hidden_note(hidden)
+        content += messages.input_notes(target.notes)
         if linked:
             urls = " ".join(f"<{messages.image_url(gallery, shown[i].id)}>" for i in linked)
             content += f"\n📎 Too big to attach here, in the gallery: {urls}" if gallery else ""
@@ -348,7 +361,7 @@ class Delivery:
             content,
             embeds=[messages.result_embed(shown or list(event.images), event.seconds, gallery)],
             files=files,
-            view=result_view(job.id, shown, gallery),
+            view=result_view(job.id, shown, gallery, has_outpaint=self.has_outpaint),
         )
         note = await self._post(job, target, outgoing)
         if note is None:

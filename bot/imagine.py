@@ -4,6 +4,7 @@ No `from __future__ import annotations` here: discord.py reads the option bounds
 annotations, which are built from the config when the cog loads.
 """
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 import discord
@@ -11,16 +12,17 @@ from discord import app_commands
 from discord.app_commands import Choice, Range
 from discord.ext import commands
 
-from bot import checks
+from bot import checks, images
 from bot.delivery import NO_MENTIONS
 from bot.views import BUTTON_EVENT
-from engine import ASPECTS, SCHEDULERS, SEED_MAX, Forbidden, GenerationRequest
+from engine import ASPECTS, SCHEDULERS, SEED_MAX, Forbidden, GenerationRequest, Kind
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot
 
 DISCORD_MAX_OPTION_CHARS = 6000
 AUTOCOMPLETE_CHOICES = 25  # Discord shows at most 25
+OWN_ACTIONS = ("reroll", "var", "up", "del")
 
 
 class ImagineCog(commands.Cog):
@@ -42,18 +44,29 @@ class ImagineCog(commands.Cog):
     ) -> None:
         """Handle a result button: re-roll a job, vary or upscale an image, delete a result."""
         bot, engine = self.bot, self.bot.engine
+        if action not in OWN_ACTIONS:
+            return  # the edit buttons belong to bot.images
         async with bot.answering(interaction):
             if action == "del":
                 await self._delete(ident, interaction)
                 return
             requester = checks.requester_of(interaction)
             if action == "reroll":
-                request = await engine.reroll_request(ident)
+                request = await self._reroll(ident)
             elif action == "var":
                 request = await engine.variation_request(ident, requester)
             else:
                 request = await engine.upscale_request(ident, requester)
             await bot.submit_from(interaction, request)
+
+    async def _reroll(self, job_id: str) -> GenerationRequest:
+        engine = self.bot.engine
+        request = await engine.reroll_request(job_id)
+        if request.kind == Kind.TXT2IMG:
+            return request
+        # reroll_request drops the job's stored init image and mask; remix_request keeps them.
+        same = await engine.remix_request(job_id, request.prompt, request.negative_prompt)
+        return dataclasses.replace(same, seed=None)
 
     async def _delete(self, job_id: str, interaction: discord.Interaction) -> None:
         engine = self.bot.engine
@@ -94,6 +107,8 @@ def imagine_command(bot: "ImagineBot") -> app_commands.Command:
         count=f"How many images (1–{limits.max_count})",
         scheduler="Sampler",
         model="Which model draws it (default: the server's)",
+        image="Start from this image (PNG, JPEG, WebP or GIF): img2img",
+        strength="With an image: how far to move from it (0.05–1.0, default 0.6)",
     )
     @app_commands.choices(
         aspect=[Choice(name=a, value=a) for a in ASPECTS],
@@ -110,6 +125,8 @@ def imagine_command(bot: "ImagineBot") -> app_commands.Command:
         count: Count | None = None,  # type: ignore[valid-type]
         scheduler: str | None = None,
         model: Range[str, 1, 64] | None = None,  # type: ignore[valid-type]
+        image: discord.Attachment | None = None,
+        strength: Range[float, images.STRENGTH_MIN, images.STRENGTH_MAX] | None = None,  # type: ignore[valid-type]
     ) -> None:
         request = GenerationRequest(
             prompt=prompt,
@@ -121,9 +138,13 @@ def imagine_command(bot: "ImagineBot") -> app_commands.Command:
             count=count,
             scheduler=scheduler,
             model=model,
+            strength=strength if image is not None else None,
         )
         async with bot.answering(interaction):
-            await bot.submit_from(interaction, request)
+            if image is None:
+                await bot.submit_from(interaction, request)
+            else:
+                await images.submit_img2img(bot, interaction, image, request)
 
     @imagine.autocomplete("model")
     async def model_names(interaction: discord.Interaction, current: str) -> list[Choice[str]]:

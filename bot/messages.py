@@ -46,6 +46,17 @@ def cancelled(prompt: str) -> str:
     return f"**{escape(prompt)}**\n🚫 Cancelled."
 
 
+NO_IMAGE = (
+    "That message has no image. Use it on a message with a PNG, JPEG, WebP or GIF attached, "
+    "or attach one to /imagine (`image`)."
+)
+
+
+def input_notes(notes: Sequence[str]) -> str:
+    """Return what cleaning the init image changed, one line each ('' when nothing)."""
+    return "".join(f"\nℹ️ Your image: {escape(note, 200)}." for note in notes)
+
+
 def image_url(gallery_url: str, image_id: str) -> str:
     """Return an image's gallery page, or '' without a gallery."""
     return f"{gallery_url.rstrip('/')}/images/{image_id}" if gallery_url else ""
@@ -75,7 +86,14 @@ def result_embed(images: Sequence[ImageRecord], seconds: float, gallery_url: str
 
 
 def _title(kind: str) -> str:
-    return {"variation": "Variation", "upscale": "Upscale"}.get(kind, "imagine")
+    titles = {
+        "variation": "Variation",
+        "upscale": "Upscale",
+        "img2img": "From your image",
+        "outpaint": "Zoom out / pan",
+        "inpaint": "Vary (region)",
+    }
+    return titles.get(kind, "imagine")
 
 
 def hidden_note(hidden: int) -> str:
@@ -164,6 +182,10 @@ def status_text(status: EngineStatus) -> str:
             f"{escape(m.name, 60)}{' (default)' if m.is_default else ''}" for m in status.models
         )
         lines.append(f"**Models**: {names}")
+    if status.inpaint_model:
+        lines.append(f"**Zoom out, pan, vary region**: on {escape(status.inpaint_model, 60)}")
+    else:
+        lines.append(f"**Zoom out, pan, vary region**: off: {escape(status.outpaint_note, 300)}")
     if status.degraded:
         lines.append(f"**Degraded**: {escape('; '.join(status.degraded), 300)}")
     return "\n".join(lines)

@@ -21,6 +21,7 @@ from engine.jobs import JobView
 from engine.library import Library
 from engine.request import GenerationRequest, Requester
 from engine.status import EngineStatus
+from engine.store import ImageRecord
 
 T = TypeVar("T")
 
@@ -112,6 +113,10 @@ class EngineBridge:
     def upscale_request(self, image_id: str, by: Requester) -> GenerationRequest:
         """Return an upscale request for a stored image."""
         return self._run(lambda: self.engine.upscale_request(image_id, by))
+
+    def image_chain(self, image_id: str) -> list[ImageRecord]:
+        """Return an image's ancestry oldest first, ending with it (raises NotFound)."""
+        return self._run(lambda: self.engine.image_chain(image_id))
 
     def listen(self, listener: Callable[[Event], None]) -> None:
         """Call `listener` on the engine's loop with every event."""

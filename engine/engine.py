@@ -264,8 +264,10 @@ class Engine:
     # -- requests made from others -----------------------------------------------------------
 
     async def reroll_request(self, job_id: str) -> GenerationRequest:
-        """Return a job's request with a new random seed."""
-        return dataclasses.replace((await self.fetch_job(job_id)).request, seed=None)
+        """Return a job's request with a new random seed (and its stored input images)."""
+        request = (await self.fetch_job(job_id)).request
+        init, mask = await self.offload.run(self.store.job_inputs, job_id)
+        return dataclasses.replace(request, seed=None, init_png=init, mask_png=mask)
 
     async def variation_request(self, image_id: str, by: Requester) -> GenerationRequest:
         """Return a variation (img2img on the same weights) of a stored image, filled in."""

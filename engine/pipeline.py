@@ -39,7 +39,7 @@ from diffusers import (  # noqa: E402
     StableDiffusionPipeline,
 )
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
-from PIL import Image  # noqa: E402
+from PIL import Image, ImageFilter  # noqa: E402
 
 from engine.config import BUILTIN_DEMO, BUILTIN_TINY, EngineSettings  # noqa: E402
 from engine.errors import (  # noqa: E402
@@ -67,6 +67,7 @@ PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 # torch.nn.Module for the whole process: two workers loading at once got meta tensors.
 LOAD_LOCK = threading.Lock()
 INPAINT_KINDS = ("inpaint", "outpaint")
+SEAM_PX = 4
 
 # Linear map from SD's 4 latent channels to RGB: a cheap preview with no VAE call.
 LATENT_RGB = torch.tensor(
@@ -318,7 +319,10 @@ class Pipeline:
         kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
         with self._vae_upcast(pipe, upcast), torch.inference_mode():
             output = pipe(**kwargs)
-        return np.asarray(output.images)
+        arrays = np.asarray(output.images)
+        if batch.kind in INPAINT_KINDS:
+            arrays = keep_unmasked(arrays, kwargs["image"], kwargs["mask_image"])
+        return arrays
 
     def _base_for(self, kind: str) -> Any:
         if kind in INPAINT_KINDS:
@@ -463,6 +467,21 @@ def _call_arguments(batch: Batch) -> dict[str, Any]:
         steps = max(batch.steps, math.ceil(1 / batch.strength))
         kwargs.update(image=inits, strength=batch.strength, num_inference_steps=steps)
     return kwargs
+
+
+def keep_unmasked(
+    arrays: np.ndarray, inits: list[Image.Image], masks: list[Image.Image]
+) -> np.ndarray:
+    """Put the kept area's own pixels back (the VAE round trip would blur them), as A1111
+    does; the seam is softened only inside the kept area, within SEAM_PX of the mask."""
+    kept = []
+    for array, init, mask in zip(arrays, inits, masks, strict=True):
+        hard = np.asarray(mask, dtype=np.float32) / 255.0
+        soft = np.asarray(mask.filter(ImageFilter.BoxBlur(SEAM_PX)), dtype=np.float32) / 255
+        weight = np.maximum(hard, soft)[..., None]
+        old = np.asarray(init, dtype=np.float32) / 255.0
+        kept.append(array * weight + old * (1 - weight))
+    return np.stack(kept).astype(arrays.dtype)
 
 
 def _decode(data: bytes, mode: str, width: int, height: int) -> Image.Image:

@@ -12,7 +12,7 @@ from web.context import ctx
 from web.fields import from_json
 from web.gallery import fetch, query_from
 from web.generate import job_or_404
-from web.images import visible_image
+from web.images import image_chain, visible_image
 from web.openapi import document
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -133,8 +133,9 @@ def list_images() -> Response:
 
 @bp.get("/images/<image_id>")
 def get_image(image_id: str) -> Response:
-    """Return one image's settings and URLs."""
-    return jsonify(image_json(visible_image(image_id)))
+    """Return one image's settings and URLs, and its chain of ids (oldest first, itself last)."""
+    image = visible_image(image_id)
+    return jsonify({**image_json(image), "chain": [link.id for link in image_chain(image)]})
 
 
 @bp.get("/openapi.json")
@@ -142,4 +143,4 @@ def openapi() -> Response:
     """Return the OpenAPI 3.1 document of this API."""
     context = ctx()
     models = [model.name for model in context.models() if model.kind == "txt2img"]
-    return jsonify(document(context.settings, models))
+    return jsonify(document(context.settings, models, context.editing().is_available))

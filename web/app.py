@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Request
+from flask import Flask, Request, request
 from flask_limiter import Limiter
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from engine import EngineBridge, Settings
-from web import account, api, errors, gallery, generate, images, ops, security
+from web import account, api, edit, errors, gallery, generate, images, ops, security
 from web.context import Context, ctx
 from web.security import Access
 from web.server import GalleryServer
+from web.uploads import upload_body_bytes
 
 MAX_FORM_PARTS = 100
 FORM_BYTES_BASE = 64 * 1024
@@ -24,8 +26,11 @@ RATE_LIMITED = (
     "generate.submit",
     "images.variation",
     "images.upscale",
+    "edit.submit",
     "api.create_generation",
 )
+# Views whose forms carry an image file: their bodies may be as large as an upload allows.
+UPLOADS = ("generate.submit", "edit.submit")
 
 
 class LimitedRequest(Request):
@@ -77,8 +82,10 @@ def create_app(settings: Settings, engine_bridge: EngineBridge) -> Flask:
     app.extensions["imagine"] = Context(
         settings, engine_bridge, engine_bridge.library, access, limiter
     )
+    # Before CSRFProtect's own hook, which reads the form (and so the body) first.
+    app.before_request(_allow_uploads(upload_body_bytes(settings)))
     csrf = CSRFProtect(app)
-    for blueprint in (gallery.bp, images.bp, generate.bp, account.bp, ops.bp):
+    for blueprint in (gallery.bp, images.bp, generate.bp, edit.bp, account.bp, ops.bp):
         app.register_blueprint(blueprint)
     # The JSON API takes no cookies' word for it: JSON bodies (which a cross-site form cannot
     # send) and, for token-protected actions, a bearer token.
@@ -101,6 +108,14 @@ def create_app(settings: Settings, engine_bridge: EngineBridge) -> Flask:
     app.context_processor(_template_globals)
     app.add_template_filter(_when, "when")
     return app
+
+
+def _allow_uploads(limit: int) -> Callable[[], None]:
+    def allow() -> None:
+        if request.method == "POST" and request.endpoint in UPLOADS:
+            request.max_content_length = limit
+
+    return allow
 
 
 def _template_globals() -> dict[str, Any]:

@@ -35,6 +35,23 @@ class ModelAbout:
 
 
 @dataclass(frozen=True)
+class Editing:
+    """Whether vary region, zoom out and pan can run here, and if not, why not."""
+
+    is_available: bool
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What the pages ask of the engine's status, kept for a few seconds."""
+
+    at: float
+    models: list[ModelAbout]
+    editing: Editing
+
+
+@dataclass(frozen=True)
 class Context:
     """The settings, the engine bridge, the image library and the access rules of one app."""
 
@@ -43,7 +60,7 @@ class Context:
     library: Library
     access: Access
     limiter: Limiter
-    _about: list[tuple[float, list[ModelAbout]]] = field(default_factory=list, compare=False)
+    _facts: list[_Facts] = field(default_factory=list, compare=False)
 
     def model(self) -> ModelAbout:
         """Return the default model (the first of `models()`)."""
@@ -51,19 +68,29 @@ class Context:
 
     def models(self) -> list[ModelAbout]:
         """Return the registry's models, default first, asked of the engine every few seconds."""
+        return self._fresh().models
+
+    def editing(self) -> Editing:
+        """Return whether an inpainting model serves vary region, zoom out and pan."""
+        return self._fresh().editing
+
+    def _fresh(self) -> _Facts:
         now = time.monotonic()
-        if self._about and now - self._about[0][0] < MODEL_CACHE_S:
-            return self._about[0][1]
+        if self._facts and now - self._facts[0].at < MODEL_CACHE_S:
+            return self._facts[0]
         try:
             status = self.bridge.status()
         except (EngineError, TimeoutError):
-            return self._about[0][1] if self._about else [ModelAbout("the configured model")]
+            if self._facts:
+                return self._facts[0]
+            return _Facts(now, [ModelAbout("the configured model")], Editing(False))
         models = [
             ModelAbout(m.name, m.is_demo, m.is_noise, m.label, m.kind)
             for m in sorted(status.models, key=lambda m: not m.is_default)
         ] or [ModelAbout(status.model, status.is_demo, status.is_builtin_noise)]
-        self._about[:] = [(now, models)]
-        return models
+        editing = Editing(status.inpaint_model is not None, status.outpaint_note)
+        self._facts[:] = [_Facts(now, models, editing)]
+        return self._facts[0]
 
 
 def ctx() -> Context:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, current_app, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -28,6 +29,7 @@ from engine import (
     ShuttingDown,
     TooLarge,
 )
+from web.uploads import size_text
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +149,8 @@ def respond(error: BaseException) -> tuple[Response | str, int]:
     answer = answer_for(error)
     if answer.status >= 500 and not isinstance(error, EngineError | HTTPException | TimeoutError):
         log.error("unexpected error on %s %s", request.method, request.path, exc_info=error)
+    if answer.status == 413:
+        answer = _too_large(answer)
     if wants_json():
         body: dict[str, Any] = {"error": answer.code, "message": answer.message}
         if answer.field:
@@ -161,6 +165,13 @@ def respond(error: BaseException) -> tuple[Response | str, int]:
         if retry:
             response.headers["Retry-After"] = retry
     return response, answer.status
+
+
+def _too_large(answer: Answer) -> Answer:
+    """Say how large an upload may be: the one limit people can act on."""
+    limit = current_app.extensions["imagine"].settings.limits.max_upload_bytes
+    words = f"That request is too large: an image upload may be at most {size_text(limit)}."
+    return dataclasses.replace(answer, message=words)
 
 
 def register(app: Flask) -> None:

@@ -13,12 +13,19 @@ from engine import GenerationRequest, ImageRecord, InvalidRequest, Kind
 TEXT_FIELDS = ("prompt", "negative_prompt", "scheduler", "aspect", "model")
 INT_FIELDS = ("width", "height", "steps", "seed", "count")
 FLOAT_FIELDS = ("guidance",)
-API_FIELDS = (*TEXT_FIELDS, *INT_FIELDS, *FLOAT_FIELDS, "kind", "source_image_id")
-API_KINDS = (Kind.TXT2IMG, Kind.VARIATION, Kind.UPSCALE)
+API_FIELDS = (
+    *TEXT_FIELDS, *INT_FIELDS, *FLOAT_FIELDS, "kind", "source_image_id", "strength", "outpaint"
+)  # fmt: skip
+API_KINDS = (Kind.TXT2IMG, Kind.VARIATION, Kind.UPSCALE, Kind.IMG2IMG, Kind.OUTPAINT)
+OUTPAINTS = ("zoom_1.5", "zoom_2", "left", "right", "up", "down")
 
 
-def from_form(form: Mapping[str, str]) -> GenerationRequest:
-    """Build a request from form text; an empty field means the default."""
+def from_form(form: Mapping[str, str], init_png: bytes | None = None) -> GenerationRequest:
+    """Build a request from form text; an empty field means the default.
+
+    An uploaded init image (`init_png`, already cleaned) or a gallery image named by
+    `source_image_id` makes it an img2img request with the form's strength; the upload wins.
+    """
     values: dict[str, Any] = {"prompt": form.get("prompt", "")}
     for name in TEXT_FIELDS[1:]:
         text = form.get(name, "").strip() if name != "negative_prompt" else form.get(name, "")
@@ -29,6 +36,12 @@ def from_form(form: Mapping[str, str]) -> GenerationRequest:
         values[name] = _number(form.get(name, ""), name, float)
     if values["width"] is not None or values["height"] is not None:
         values["aspect"] = None
+    source = form.get("source_image_id", "").strip()
+    if init_png is not None or source:
+        values["kind"] = Kind.IMG2IMG
+        values["strength"] = _number(form.get("strength", ""), "strength", float)
+        values["init_png"] = init_png
+        values["source_image_id"] = None if init_png is not None else source
     return GenerationRequest(**values)
 
 
@@ -60,17 +73,46 @@ def from_json(body: Any) -> GenerationRequest:
     for name in ("scheduler", "aspect", "source_image_id", "model"):
         if values.get(name) is not None and not isinstance(values[name], str):
             raise InvalidRequest(name, "expected text")
-    try:
-        values["kind"] = Kind(values.get("kind") or Kind.TXT2IMG)
-    except ValueError:
-        raise InvalidRequest(
-            "kind", f"expected one of {', '.join(k.value for k in API_KINDS)}"
-        ) from None
-    if values["kind"] not in API_KINDS:
-        raise InvalidRequest("kind", f"expected one of {', '.join(k.value for k in API_KINDS)}")
-    if values["kind"] == Kind.TXT2IMG and values.get("source_image_id") is not None:
-        raise InvalidRequest("source_image_id", "only for a variation or an upscale")
+    values["kind"] = _api_kind(values.get("kind"))
+    _check_image_fields(values)
     return GenerationRequest(**values)
+
+
+def _api_kind(value: Any) -> Kind:
+    known = f"expected one of {', '.join(k.value for k in API_KINDS)}"
+    if value is None:
+        return Kind.TXT2IMG
+    if not isinstance(value, str):
+        raise InvalidRequest("kind", known)
+    try:
+        kind = Kind(value)
+    except ValueError:
+        raise InvalidRequest("kind", known) from None
+    if kind not in API_KINDS:
+        raise InvalidRequest("kind", known)
+    return kind
+
+
+def _check_image_fields(values: dict[str, Any]) -> None:
+    """Refuse fields that do not belong to the kind, naming the first one."""
+    kind = values["kind"]
+    if kind == Kind.TXT2IMG and values.get("source_image_id") is not None:
+        raise InvalidRequest(
+            "source_image_id", "only for a variation, upscale, img2img or outpaint"
+        )
+    if kind != Kind.TXT2IMG and not values.get("source_image_id"):
+        raise InvalidRequest("source_image_id", f"required for a {kind}")
+    strength = values.get("strength")
+    if strength is not None:
+        if kind != Kind.IMG2IMG:
+            raise InvalidRequest("strength", "only for kind img2img")
+        if isinstance(strength, bool) or not isinstance(strength, int | float):
+            raise InvalidRequest("strength", f"expected a number 0.05–1.0, got {strength!r}")
+    move = values.get("outpaint")
+    if move is not None and kind != Kind.OUTPAINT:
+        raise InvalidRequest("outpaint", "only for kind outpaint")
+    if kind == Kind.OUTPAINT and move not in OUTPAINTS:
+        raise InvalidRequest("outpaint", f"expected one of {', '.join(OUTPAINTS)}")
 
 
 def _whole(value: Any) -> Any:

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, redirect, render_template, request
+from flask import Blueprint, abort, flash, redirect, render_template, request
 from flask.typing import ResponseReturnValue
 
-from engine import ASPECTS, SCHEDULERS, EngineError, InvalidRequest, JobView, NotFound
+from engine import (
+    ASPECTS,
+    SCHEDULERS,
+    EngineError,
+    ImageRecord,
+    InvalidRequest,
+    JobView,
+    NotFound,
+)
 from engine.demo import EXAMPLES as DEMO_EXAMPLES
 from engine.demo import GRAMMAR as DEMO_GRAMMAR
 from web.context import ctx
@@ -15,17 +23,21 @@ from web.errors import answer_for
 from web.fields import from_form, prefill
 from web.images import visible_image
 from web.security import idempotency_key, new_nonce
+from web.uploads import init_image, size_text
 
 bp = Blueprint("generate", __name__)
 
 ADVANCED = ("negative_prompt", "aspect", "width", "height", "steps", "guidance", "seed", "count")
-FORM_FIELDS = ("prompt", "model", *ADVANCED, "scheduler")
+FORM_FIELDS = ("prompt", "model", *ADVANCED, "scheduler", "strength", "source_image_id")
+# The engine names an upload "image"; on this form it is the init image field.
+_FIELD_PLACES = {"image": "init_image", "init_image": "init_image"}
 JOB_ID_CHARS = set("0123456789abcdef")
 
 
 def _form(values: dict[str, str], errors: dict[str, str], status: int = 200) -> Any:
     is_open = any(name in errors for name in ADVANCED) or any(values.get(n) for n in ADVANCED)
     is_demo = ctx().model().is_demo
+    source = values.get("source_image_id", "")
     html = render_template(
         "generate.html",
         values=values,
@@ -38,19 +50,25 @@ def _form(values: dict[str, str], errors: dict[str, str], status: int = 200) -> 
         models=[m for m in ctx().models() if m.kind == "txt2img"],
         demo_grammar=DEMO_GRAMMAR if is_demo else None,
         demo_examples=DEMO_EXAMPLES if is_demo else (),
+        init=visible_image(source) if source else None,
+        upload_limit=size_text(ctx().settings.limits.max_upload_bytes),
     )
     return html, status
 
 
 @bp.get("/generate")
 def form() -> Any:
-    """Show the form, prefilled from an image when asked (?from=<image id>)."""
+    """Show the form, prefilled from an image (?from=<image id>) or with an image as its init
+    image (?init=<image id>) when asked."""
     context = ctx()
     context.access.require_generate()
     values: dict[str, str] = {}
     source = request.args.get("from", "")
+    init = request.args.get("init", "")
     if source:
         values = prefill(visible_image(source))
+    elif init:
+        values = _init_values(visible_image(init))
     elif request.args.get("prompt"):
         values = {
             "prompt": request.args.get("prompt", "")[: context.settings.limits.max_prompt_chars]
@@ -64,19 +82,34 @@ def submit() -> Any:
     context = ctx()
     context.access.require_generate()
     values = {name: request.form.get(name, "") for name in FORM_FIELDS}
+    if values["source_image_id"]:
+        visible_image(values["source_image_id"])  # 404 for an image this client may not see
     requester = context.access.requester()
     try:
-        job_request = from_form(values)
+        upload = init_image(request.files, context.settings)
+        job_request = from_form(values, upload.png if upload is not None else None)
         job = context.bridge.submit(
             job_request, requester, {"web": "form"}, idempotency_key(request.form, requester)
         )
     except InvalidRequest as error:
-        field = error.field if error.field in FORM_FIELDS else "form"
-        return _form(values, {field: answer_for(error).message}, 400)
+        field = _FIELD_PLACES.get(error.field, error.field)
+        place = field if field in (*FORM_FIELDS, "init_image") else "form"
+        answer = answer_for(error)
+        return _form(values, {place: answer.message}, answer.status)
     except EngineError as error:
         answer = answer_for(error)
         return _form(values, {answer.field or "form": answer.message}, answer.status)
+    for note in upload.notes if upload is not None else ():
+        flash(f"Init image: {note}.", "note")
     return redirect(f"/jobs/{job.id}", 303)
+
+
+def _init_values(image: ImageRecord) -> dict[str, str]:
+    return {
+        "prompt": image.prompt,
+        "negative_prompt": image.negative_prompt,
+        "source_image_id": image.id,
+    }
 
 
 def job_or_404(job_id: str) -> JobView:

@@ -9,7 +9,7 @@ from pathlib import Path
 from flask import Blueprint, Response, abort, redirect, render_template, request, send_file
 from flask.typing import ResponseReturnValue
 
-from engine import ImageRecord
+from engine import ImageRecord, NotFound
 from web.context import Context, ctx
 from web.security import idempotency_key, new_nonce
 
@@ -17,6 +17,15 @@ bp = Blueprint("images", __name__)
 
 IMAGE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 FILE_NAME = re.compile(r"([A-Za-z0-9][A-Za-z0-9_-]{0,63})\.png")
+# How each link of an image's chain was made, as its page says it.
+DERIVED_WORDS = {
+    "txt2img": "original",
+    "img2img": "from an init image",
+    "variation": "variation",
+    "upscale": "upscaled",
+    "outpaint": "zoomed out or panned",
+    "inpaint": "region varied",
+}
 
 
 def is_hidden_nsfw(image: ImageRecord, context: Context) -> bool:
@@ -55,6 +64,16 @@ def safe_link(url: str | None) -> str | None:
     return None
 
 
+def image_chain(image: ImageRecord) -> list[ImageRecord]:
+    """Return the image's ancestry, oldest first, ending with it (the engine walks it)."""
+    if not image.parent_image_id:
+        return [image]
+    try:
+        return ctx().bridge.image_chain(image.id)
+    except NotFound:
+        return [image]
+
+
 @bp.get("/files/<path:name>")
 def file(name: str) -> Response:
     """Serve an image file by id; every other name, traversal included, is a 404."""
@@ -84,9 +103,14 @@ def page(image_id: str) -> str:
     context = ctx()
     image = visible_image(image_id)
     requester = context.access.requester()
+    chain = image_chain(image)
     return render_template(
         "image.html",
         image=image,
+        chain=chain,
+        chain_shown={link.id for link in chain if not is_hidden_nsfw(link, context)},
+        derived_words=DERIVED_WORDS,
+        may_edit=context.access.may_generate() and context.editing().is_available,
         message_url=safe_link(image.message_url),
         is_blurred=(image.is_nsfw_channel or image.is_flagged)
         and context.settings.web.nsfw_images == "blur",

@@ -11,6 +11,7 @@ from typing import Any
 
 from engine import ASPECTS, SCHEDULERS, SEED_MAX, Settings
 from engine.request import prompt_pattern
+from web.fields import OUTPAINTS
 
 KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
 JOB_ID_PATTERN = r"^[0-9a-f]{1,32}$"
@@ -20,11 +21,12 @@ CURSOR_PATTERN = r"^[0-9]{1,18}$"
 _REFUSALS = {
     "400": "Malformed: a field out of its range, an unknown field, not JSON",
     "403": "Generating is off or needs the admin token; or the requester is banned",
-    "404": "No such image (a variation or upscale of a missing image)",
+    "404": "No such image (a variation, upscale, img2img or outpaint of a missing image)",
     "413": "The body is larger than web.max_body_bytes",
     "422": "Well-formed but refused: the prompt is blocked by moderation, or width × height × "
     "steps × count is over the work budget (limits.max_pixel_steps), or width × height over "
-    "limits.max_pixels, or an upscale of an image already at the largest size",
+    "limits.max_pixels, or an upscale of an image already at the largest size, or a zoom out "
+    "or pan whose canvas would be larger than the size limits",
     "429": "Slow down: the per-client rate limit, the cooldown, the daily quota, or your share "
     "of the queue is full (error `too_many_jobs`); Retry-After says when to try again",
     "503": "The shared queue is full, or the server is restarting; Retry-After says when",
@@ -67,7 +69,7 @@ def _path(name: str, pattern: str) -> dict[str, Any]:
     }
 
 
-def _fields(settings: Settings, models: list[str]) -> dict[str, Any]:
+def _fields(settings: Settings, models: list[str], kinds: list[str]) -> dict[str, Any]:
     limits = settings.limits
     size = {
         "type": "integer",
@@ -99,8 +101,24 @@ def _fields(settings: Settings, models: list[str]) -> dict[str, Any]:
         "count": {"type": "integer", "minimum": 1, "maximum": limits.max_count},
         "scheduler": {"type": "string", "enum": list(SCHEDULERS)},
         "model": {"type": "string", "enum": models, "description": "Default: the first"},
-        "kind": {"type": "string", "enum": ["txt2img", "variation", "upscale"]},
+        "kind": {
+            "type": "string",
+            "enum": kinds,
+            "description": "outpaint (zoom out, pan) is listed only when an inpainting model "
+            "serves it",
+        },
         "source_image_id": {"type": "string", "pattern": IMAGE_ID_PATTERN},
+        "strength": {
+            "type": "number",
+            "minimum": 0.05,
+            "maximum": 1.0,
+            "description": "img2img only: how much to change the source (default 0.6)",
+        },
+        "outpaint": {
+            "type": "string",
+            "enum": list(OUTPAINTS),
+            "description": "outpaint only: zoom out 1.5× or 2×, or extend by half a side",
+        },
         "idempotency_key": {
             "type": "string",
             "pattern": KEY_PATTERN,
@@ -109,26 +127,48 @@ def _fields(settings: Settings, models: list[str]) -> dict[str, Any]:
     }
 
 
-def _request_schema(settings: Settings, models: list[str]) -> dict[str, Any]:
+def _none_of(*names: str) -> dict[str, Any]:
+    return {"not": {"anyOf": [{"required": [name]} for name in names]}}
+
+
+def _request_schema(settings: Settings, models: list[str], has_inpaint: bool) -> dict[str, Any]:
     budget = settings.limits.max_pixel_steps
+    kinds = ["txt2img", "variation", "upscale", "img2img", *(["outpaint"] if has_inpaint else [])]
+    shapes: list[dict[str, Any]] = [
+        {
+            "title": "txt2img",
+            "required": ["prompt"],
+            "properties": {"kind": {"const": "txt2img"}},
+            **_none_of("source_image_id", "strength", "outpaint"),
+        },
+        {
+            "title": "from a stored image",
+            "required": ["kind", "source_image_id"],
+            "properties": {"kind": {"enum": ["variation", "upscale"]}},
+            **_none_of("strength", "outpaint"),
+        },
+        {
+            "title": "img2img from a stored image",
+            "required": ["kind", "source_image_id"],
+            "properties": {"kind": {"const": "img2img"}},
+            **_none_of("outpaint"),
+        },
+    ]
+    if has_inpaint:
+        shapes.append(
+            {
+                "title": "zoom out or pan a stored image",
+                "required": ["kind", "source_image_id", "outpaint"],
+                "properties": {"kind": {"const": "outpaint"}},
+                **_none_of("strength"),
+            }
+        )
     return {
         "type": "object",
         "additionalProperties": False,
         "description": f"width × height × steps × count must stay within {budget} (else 422).",
-        "properties": _fields(settings, models),
-        "oneOf": [
-            {
-                "title": "txt2img",
-                "required": ["prompt"],
-                "properties": {"kind": {"const": "txt2img"}},
-                "not": {"required": ["source_image_id"]},
-            },
-            {
-                "title": "from a stored image",
-                "required": ["kind", "source_image_id"],
-                "properties": {"kind": {"enum": ["variation", "upscale"]}},
-            },
-        ],
+        "properties": _fields(settings, models, kinds),
+        "oneOf": shapes,
     }
 
 
@@ -174,15 +214,21 @@ def _image_schema() -> dict[str, Any]:
             **{k: {"type": "integer"} for k in integers},
             **{k: {"type": "number"} for k in ("guidance", "seconds", "created_at")},
             "parent_image_id": {"type": ["string", "null"]},
+            "chain": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "One image only: the ids it derives from, oldest first, ending "
+                "with its own",
+            },
             "message_url": {"type": ["string", "null"]},
             "is_nsfw": {"type": "boolean"},
         },
     }
 
 
-def _schemas(settings: Settings, models: list[str]) -> dict[str, Any]:
+def _schemas(settings: Settings, models: list[str], has_inpaint: bool) -> dict[str, Any]:
     return {
-        "GenerationRequest": _request_schema(settings, models),
+        "GenerationRequest": _request_schema(settings, models, has_inpaint),
         "Error": {
             "type": "object",
             "required": ["error", "message"],
@@ -267,15 +313,18 @@ def _list_images() -> dict[str, Any]:
     }
 
 
-def document(settings: Settings, models: list[str] | None = None) -> dict[str, Any]:
-    """Return the OpenAPI document for these settings' limits and these model names."""
+def document(
+    settings: Settings, models: list[str] | None = None, has_inpaint: bool = False
+) -> dict[str, Any]:
+    """Return the OpenAPI document for these settings' limits, these model names and whether
+    an inpainting model serves zoom out and pan."""
     models = models or ["default"]
     return {
         "openapi": "3.1.0",
         "info": {"title": "imagine gallery API", "version": "1"},
         "servers": [{"url": settings.web.public_url or "/"}],
         "components": {
-            "schemas": _schemas(settings, models),
+            "schemas": _schemas(settings, models, has_inpaint),
             "headers": {
                 "RetryAfter": {
                     "description": "Seconds to wait before trying again",

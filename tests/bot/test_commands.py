@@ -60,6 +60,9 @@ async def test_status_names_the_model_device_and_queue(harness: Harness) -> None
 
     assert "**Model**:" in reply.content and "**Device**: cpu" in reply.content
     assert "**Queue**: 0 waiting, 0 running" in reply.content
+    # No inpainting model in the default test config: /status says why the edits are off.
+    assert "**Zoom out, pan, vary region**: off: " in reply.content
+    assert 'kind = "inpaint"' in reply.content
 
 
 async def test_the_same_interaction_twice_makes_one_job_and_one_result(harness: Harness) -> None:

@@ -16,6 +16,7 @@ from PIL import Image
 
 from engine import Engine, Finished, GenerationRequest, InvalidRequest, Kind, read_parameters
 from engine.canvas import canvas_size
+from engine.pipeline import SEAM_PX
 from engine.store import Store
 from engine.uploads import BadImage
 from tests.conftest import wait_done
@@ -146,6 +147,11 @@ async def test_zoom_out_2x_keeps_the_parent_in_the_centre_and_pan_widens(
     assert (canvas[16:48, 16:48] == parent_pixels).all()
     holes = np.asarray(Image.open(io.BytesIO(mask)))
     assert (holes[16:48, 16:48] == 0).all() and holes[:16].min() == 255
+    # The result keeps them too, but for a seam of SEAM_PX softened into the kept area.
+    result = np.asarray(image_of(engine, zoomed)).astype(int)
+    inner = slice(16 + SEAM_PX, 48 - SEAM_PX)
+    kept = slice(SEAM_PX, 32 - SEAM_PX)
+    assert (result[inner, inner] == parent_pixels[kept, kept]).all()
     chain = await engine.image_chain(zoomed.images[0].id)
     assert [record.id for record in chain] == [parent.id, zoomed.images[0].id]
 

@@ -380,6 +380,78 @@ class FakeDiscord:
             message,
         )
 
+    def post_user_message(
+        self,
+        channel_id: int,
+        user: FakeUser,
+        content: str = "",
+        uploads: Sequence[FakeUpload] = (),
+    ) -> FakeMessage:
+        """Store a message a user posted (with attached files), e.g. for a context menu."""
+        guild, _ = self.world.find_channel(channel_id)
+        message = self.rest.new_message(
+            channel_id, guild.id if guild else None, author=user, content=content
+        )
+        for index, upload in enumerate(uploads):
+            part = UploadedFile(
+                f"files[{index}]", upload.filename, upload.content_type, upload.data
+            )
+            message.attachments.append(self.rest.store_attachment(channel_id, part, {}))
+        return message
+
+    async def send_message_command(
+        self,
+        guild_id: int | None,
+        channel_id: int,
+        user: FakeUser,
+        name: str,
+        message: FakeMessage,
+        *,
+        app_permissions: int | None = None,
+        member_permissions: int | None = None,
+        roles: Sequence[FakeRole | int] | None = None,
+        locale: str = "en-US",
+    ) -> FakeInteraction:
+        """Dispatch a message context-menu command (type 3) on `message`; return its handle."""
+        guild = self.world.guild(guild_id) if guild_id is not None else None
+        record = self._find_command(guild_id, name, kind=3)
+        data: dict[str, Any] = {
+            "id": record["id"] if record else str(self.snowflakes.next()),
+            "name": name,
+            "type": 3,
+            "target_id": str(message.id),
+            "resolved": {"messages": {str(message.id): message.payload()}},
+        }
+        if record is not None and record.get("guild_id"):
+            data["guild_id"] = record["guild_id"]
+        return await self._dispatch_interaction(
+            2, guild, channel_id, user, data, app_permissions, member_permissions, roles, locale
+        )
+
+    async def submit_modal(
+        self,
+        handle: FakeInteraction,
+        values: dict[str, str] | None = None,
+        user: FakeUser | None = None,
+    ) -> FakeInteraction:
+        """Submit the modal the bot opened in answer to `handle` (MODAL_SUBMIT, type 5).
+
+        `values` maps text input custom ids to what the user typed; inputs left out keep the
+        value the bot prefilled. Raises ValueError for what Discord's client would not let a
+        user submit (an unknown input, a required one empty, a value past its lengths).
+        """
+        if handle.callback_type != 9 or handle.callback_data is None:
+            raise AssertionError(f"interaction {handle.id} was not answered with a modal")
+        modal = handle.callback_data
+        rows = submitted_rows(modal.get("components") or [], dict(values or {}))
+        data = {"custom_id": modal["custom_id"], "components": rows}
+        message = self.rest.messages.get(handle.message_id or 0)
+        guild = self.world.guild(handle.guild_id) if handle.guild_id is not None else None
+        return await self._dispatch_interaction(
+            5, guild, handle.channel_id, user or handle.user, data, None, None, None, "en-US",
+            message,
+        )  # fmt: skip
+
     async def dispatch(self, name: str, payload: Any) -> int:
         """Send any gateway DISPATCH event in the current session; return its sequence."""
         return await self.gateway.dispatch(name, payload)
@@ -501,10 +573,12 @@ class FakeDiscord:
             data["resolved"] = resolved
         return data
 
-    def _find_command(self, guild_id: int | None, name: str) -> dict[str, Any] | None:
+    def _find_command(
+        self, guild_id: int | None, name: str, kind: int = 1
+    ) -> dict[str, Any] | None:
         for scope in (guild_id, None):
             for record in self.rest.commands.get(scope, []):
-                if record["name"] == name and record.get("type", 1) == 1:
+                if record["name"] == name and record.get("type", 1) == kind:
                     return record
         return None
 
@@ -533,6 +607,33 @@ class FakeDiscord:
             resolved.setdefault("attachments", {})[str(attachment.id)] = attachment.payload()
             value = str(attachment.id)
         return {"name": name, "type": kind, "value": value}
+
+
+def submitted_rows(rows: list[dict[str, Any]], values: dict[str, str]) -> list[dict[str, Any]]:
+    """Return a modal's components as Discord submits them, with the user's values."""
+    submitted = []
+    for row in rows:
+        if row.get("type") == 18:  # a label wrapping one input
+            field = _submitted_input(row["component"], values)
+            submitted.append({"type": 18, "component": field})
+        else:
+            fields = [_submitted_input(c, values) for c in row.get("components") or []]
+            submitted.append({"type": 1, "components": fields})
+    if values:
+        raise ValueError(f"values: the modal has no text input {sorted(values)}")
+    return submitted
+
+
+def _submitted_input(field: dict[str, Any], values: dict[str, str]) -> dict[str, Any]:
+    custom_id = field["custom_id"]
+    value = values.pop(custom_id, field.get("value") or "")
+    is_required = field.get("required", True)
+    if is_required and not value:
+        raise ValueError(f"{custom_id}: required, and left empty")
+    low, high = int(field.get("min_length") or 0), int(field.get("max_length") or 4000)
+    if value and not low <= len(value) <= high:
+        raise ValueError(f"{custom_id}: {len(value)} characters, allowed {low}–{high}")
+    return {"type": 4, "custom_id": custom_id, "value": value}
 
 
 def _infer_option_type(value: Any) -> int:

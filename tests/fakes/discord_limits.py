@@ -164,7 +164,7 @@ def _text_input_problem(path: str, field: dict[str, Any]) -> Problem:
 
 
 def modal_problem(data: dict[str, Any]) -> Problem:
-    """Check a modal (interaction response type 9)."""
+    """Check a modal (interaction response type 9): 1–5 rows of one text input each."""
     if not 1 <= len(_text(data.get("custom_id"))) <= CUSTOM_ID_CHARS:
         return "data.custom_id", f"Must be between 1 and {CUSTOM_ID_CHARS} in length."
     if not 1 <= len(_text(data.get("title"))) <= MODAL_TITLE_CHARS:
@@ -172,7 +172,42 @@ def modal_problem(data: dict[str, Any]) -> Problem:
     rows = data.get("components") or []
     if not 1 <= len(rows) <= MODAL_ROWS:
         return "data.components", f"Must be between 1 and {MODAL_ROWS} in length."
-    return _components_problem(rows)
+    seen: set[str] = set()
+    for index, row in enumerate(rows):
+        problem = _modal_row_problem(f"components.{index}", row, seen)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _modal_row_problem(path: str, row: dict[str, Any], seen: set[str]) -> Problem:
+    if row.get("type") == 18:  # a label (text ≤ 45) around one input without its own label
+        if not 1 <= len(_text(row.get("label"))) <= TEXT_INPUT_LABEL_CHARS:
+            return f"{path}.label", f"Must be between 1 and {TEXT_INPUT_LABEL_CHARS} in length."
+        field = row.get("component") or {}
+        field = {**field, "label": field.get("label") or row.get("label")}
+        return _modal_input_problem(f"{path}.component", field, seen)
+    if row.get("type") != 1:
+        return f"{path}.type", "Modal components must be action rows or labels"
+    children = row.get("components") or []
+    if len(children) != 1:
+        return f"{path}.components", "Must be 1 in length."
+    return _modal_input_problem(f"{path}.components.0", children[0], seen)
+
+
+def _modal_input_problem(path: str, field: dict[str, Any], seen: set[str]) -> Problem:
+    if field.get("type") != 4:
+        return f"{path}.type", "Modal rows hold text inputs only"
+    problem = _component_problem(path, field, seen)
+    if problem is not None:
+        return problem
+    low, high = field.get("min_length"), field.get("max_length")
+    if low is not None and high is not None and int(low) > int(high):
+        return f"{path}.min_length", "min_length must not exceed max_length"
+    value = _text(field.get("value"))
+    if high is not None and len(value) > int(high):
+        return f"{path}.value", f"Must be {high} or fewer in length."
+    return None
 
 
 def _mentions_problem(mentions: Any) -> Problem:

@@ -355,8 +355,8 @@ class RestApi:
             problem = limits.modal_problem(data)
             if problem is not None:
                 return form_error(problem[0], "BASE_TYPE_BAD_LENGTH", problem[1])
-            if interaction.type == 9:
-                return error(400, 40060, "A modal cannot answer a modal submit")
+            if interaction.type in (4, 5):
+                return error(400, 50035, "A modal cannot answer a modal submit or an autocomplete")
         elif kind not in (1, 9, 10, 12):
             return form_error("type", "BASE_TYPE_CHOICES", f"Value {kind} is not a valid type.")
         return None

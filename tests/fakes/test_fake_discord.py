@@ -14,7 +14,7 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
-from .discord import PRIVILEGED_INTENTS, Call, FakeDiscord
+from .discord import PRIVILEGED_INTENTS, Call, FakeDiscord, FakeUpload
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -40,6 +40,26 @@ class Reroll(discord.ui.DynamicItem[discord.ui.Button], template=r"reroll:(?P<jo
         await interaction.response.defer()
 
 
+class Ask(discord.ui.Modal, title="Ask"):
+    """A modal with a prefilled paragraph and an optional short input."""
+
+    prompt: discord.ui.TextInput = discord.ui.TextInput(
+        label="Prompt", custom_id="prompt", style=discord.TextStyle.paragraph, max_length=20
+    )
+    note: discord.ui.TextInput = discord.ui.TextInput(
+        label="Note", custom_id="note", required=False
+    )
+
+    def __init__(self, answers: list[tuple[str, str]], prompt: str) -> None:
+        super().__init__(custom_id="ask:1")
+        self.answers = answers
+        self.prompt.default = prompt
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        self.answers.append((self.prompt.value, self.note.value))
+        await interaction.response.send_message("got it", ephemeral=True)
+
+
 class TestBot(commands.Bot):
     """The shapes the real bot uses: defer → edit → follow-up with a file and a button."""
 
@@ -62,6 +82,10 @@ class TestBot(commands.Bot):
         self.tree.add_command(self.slash("late", self.late))
         self.tree.add_command(self.slash("stall", self.stall))
         self.tree.add_command(self.slash("quick", self.quick))
+        self.tree.add_command(self.slash("ask", self.ask))
+        self.tree.add_command(app_commands.ContextMenu(name="Look at this", callback=self.look))
+        self.answers: list[tuple[str, str]] = []
+        self.looked: list[discord.Message] = []
         moderation = app_commands.Group(name="mod", description="Moderator commands")
         moderation.add_command(self.slash("ban", self.ban))
         self.tree.add_command(moderation, guild=discord.Object(guild_id))
@@ -111,6 +135,15 @@ class TestBot(commands.Bot):
         """Defer privately, then answer with a follow-up."""
         await interaction.response.defer(ephemeral=True, thinking=True)
         await interaction.followup.send("result")
+
+    async def ask(self, interaction: discord.Interaction) -> None:
+        """Open a modal with the prompt prefilled."""
+        await interaction.response.send_modal(Ask(self.answers, "a red fox"))
+
+    async def look(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        """A message context menu: remember the message, then answer."""
+        self.looked.append(message)
+        await interaction.response.send_message("looked", ephemeral=True)
 
     async def ban(self, interaction: discord.Interaction, user: discord.Member) -> None:
         self.bans.append(user)
@@ -188,7 +221,9 @@ async def test_bot_syncs_commands_and_gets_ids(fake: FakeDiscord, start_bot) -> 
     stored = [*fake.commands(), *fake.commands(fake.guild.id)]
     assert {c.name: c.id for c in bot.synced} == {c["name"]: int(c["id"]) for c in stored}
     assert [c["name"] for c in fake.commands(fake.guild.id)] == ["mod"]
-    assert {c["name"] for c in fake.commands()} == {"imagine", "late", "stall", "quick"}
+    assert {c["name"] for c in fake.commands()} == {
+        "imagine", "late", "stall", "quick", "ask", "Look at this"
+    }  # fmt: skip
 
 
 async def test_slash_command_records_defer_then_edit_then_followup_with_file(
@@ -592,3 +627,94 @@ async def test_first_followup_after_a_deferral_fills_the_loading_message(
     assert original is not None and original.content == "result"
     assert original.is_ephemeral and not original.is_loading
     assert fake.followups(handle.token) == []
+
+
+async def ask(fake: FakeDiscord):
+    handle = await fake.send_slash_command(
+        fake.guild.id, fake.text_channel.id, fake.user("alice"), "ask"
+    )
+    await fake.wait_for_call(route_is("POST", rf"/interactions/{handle.id}/"))
+    return handle
+
+
+async def test_modal_is_recorded_and_its_submit_reaches_the_modal(
+    fake: FakeDiscord, start_bot
+) -> None:
+    bot = await start_bot()
+    handle = await ask(fake)
+
+    assert handle.callback_type == 9
+    assert handle.callback_data["custom_id"] == "ask:1"
+    submit = await fake.submit_modal(handle, {"note": "bright"})
+
+    await fake.wait_for_call(route_is("POST", rf"/interactions/{submit.id}/"))
+    assert submit.type == 5
+    assert bot.answers == [("a red fox", "bright")]
+    reply = fake.original_response(submit.token)
+    assert reply is not None and reply.content == "got it" and reply.is_ephemeral
+
+
+async def test_modal_submit_refuses_what_the_discord_client_would_not_send(
+    fake: FakeDiscord, start_bot
+) -> None:
+    await start_bot()
+    handle = await ask(fake)
+
+    with pytest.raises(ValueError, match="prompt"):
+        await fake.submit_modal(handle, {"prompt": "x" * 21})
+    with pytest.raises(ValueError, match="prompt"):
+        await fake.submit_modal(handle, {"prompt": ""})
+    with pytest.raises(ValueError, match="missing"):
+        await fake.submit_modal(handle, {"missing": "x"})
+
+
+async def test_submit_modal_needs_a_modal_answer(fake: FakeDiscord, start_bot) -> None:
+    await start_bot()
+    handle = await fake.send_slash_command(
+        fake.guild.id, fake.text_channel.id, fake.user("alice"), "quick"
+    )
+    await fake.wait_for_call(route_is("POST", rf"/interactions/{handle.id}/"))
+
+    with pytest.raises(AssertionError, match="not answered with a modal"):
+        await fake.submit_modal(handle, {})
+
+
+async def test_a_modal_discord_would_refuse_is_a_400(fake: FakeDiscord, start_bot) -> None:
+    bot = await start_bot()
+    handle = await fake.send_slash_command(
+        fake.guild.id, fake.text_channel.id, fake.user("alice"), "quick"
+    )
+    modal = {"custom_id": "m", "title": "t" * 46, "components": []}
+
+    with pytest.raises(discord.HTTPException) as caught:
+        await bot.http.request(
+            discord.http.Route(
+                "POST",
+                "/interactions/{id}/{token}/callback",
+                id=handle.id,
+                token=handle.token,
+            ),
+            json={"type": 9, "data": modal},
+        )
+
+    assert (caught.value.status, caught.value.code) == (400, 50035)
+
+
+async def test_message_command_carries_the_resolved_message_and_attachment(
+    fake: FakeDiscord, start_bot
+) -> None:
+    bot = await start_bot()
+    upload = FakeUpload("cat.png", IMAGE_BYTES)
+    message = fake.post_user_message(fake.text_channel.id, fake.user("bob"), "look", [upload])
+
+    handle = await fake.send_message_command(
+        fake.guild.id, fake.text_channel.id, fake.user("alice"), "Look at this", message
+    )
+
+    await fake.wait_for_call(route_is("POST", rf"/interactions/{handle.id}/"))
+    [seen] = bot.looked
+    assert (seen.id, seen.content, seen.author.id) == (message.id, "look", fake.user("bob").id)
+    [attachment] = seen.attachments
+    assert attachment.filename == "cat.png" and attachment.size == len(IMAGE_BYTES)
+    assert await attachment.read() == IMAGE_BYTES
+    assert fake.calls_to("GET", r"^/attachments/")

@@ -226,13 +226,21 @@ def test_demo_model_draws_the_prompt_from_the_form_and_the_gallery_shows_it_cris
 
 
 def test_every_page_passes_axe_with_no_serious_issue_wide_phone_and_dark(  # type: ignore[no-untyped-def]
-    make_site,
+    make_site, tiny_model_dir, tiny_inpaint_model_dir
 ) -> None:
     """axe-core (the checker screen-reader and browser makers use) on every kind of page."""
     from axe_playwright_python.sync_playwright import Axe
     from playwright.sync_api import sync_playwright
 
-    site = make_site(env={"IMAGINE_ADMIN_TOKEN": "s3cret"})
+    # With an inpainting model, so the edit page shows its mask editor and every button.
+    site = make_site(
+        env={"IMAGINE_ADMIN_TOKEN": "s3cret"},
+        engine={"model": "tiny"},
+        models={
+            "tiny": {"path": str(tiny_model_dir)},
+            "tiny-inpaint": {"path": str(tiny_inpaint_model_dir), "kind": "inpaint"},
+        },
+    )
     visitor = Requester(source="web", user_id="visitor", name="visitor")
     job = site.running.bridge.submit(GenerationRequest("a red fox", steps=2, seed=1), visitor)
     done = asyncio.run_coroutine_threadsafe(
@@ -244,6 +252,8 @@ def test_every_page_passes_axe_with_no_serious_issue_wide_phone_and_dark(  # typ
         "search": "/?q=nothing-matches",
         "image": f"/images/{job.id}-0",
         "generate": "/generate",
+        "generate from an image": f"/generate?init={job.id}-0",
+        "edit": f"/images/{job.id}-0/edit",
         "job": f"/jobs/{job.id}",
         "login": "/login",
         "not found": "/no-such-page",

@@ -2,8 +2,8 @@
 
 Each feature is an extension with one Cog: `bot.imagine` (/imagine and the result buttons),
 `bot.images` ("Imagine from this image", remix, zoom out, pan), `bot.queue` (/queue,
-/cancel, /status) and `bot.moderation` (/mod). They talk to the engine through this client;
-every refusal goes through `replies.text_for`.
+/cancel, /status), `bot.moderation` (/mod) and `bot.starboard` (⭐ reactions). They talk to
+the engine through this client; every refusal goes through `replies.text_for`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from engine import ConfigError, Engine, GenerationRequest, JobView, Kind, Settin
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.imagine", "bot.images", "bot.queue", "bot.moderation")
+EXTENSIONS = ("bot.imagine", "bot.images", "bot.queue", "bot.moderation", "bot.starboard")
 
 Reloader = Callable[[], Settings | ConfigError]
 
@@ -48,7 +48,8 @@ class ImagineBot(commands.Bot):
         clock: Callable[[], float] = time.time,
         **options: Any,
     ) -> None:
-        options.setdefault("intents", discord.Intents(guilds=True))
+        # Guild message reactions (not privileged) carry the ⭐ for the starboard.
+        options.setdefault("intents", discord.Intents(guilds=True, guild_reactions=True))
         options.setdefault("allowed_mentions", NO_MENTIONS)
         # discord.py refuses timeouts under 30 s; past it a 429 raises RateLimited at once.
         options.setdefault("max_ratelimit_timeout", max(30.0, settings.bot.max_retry_after_s))

@@ -20,7 +20,7 @@ from discord.ext import commands
 from bot import messages
 from bot.views import BUTTON_EVENT
 from engine import GenerationRequest, InvalidRequest, Kind, Settings
-from engine.uploads import CleanImage, check_attachment_origin, clean_image
+from engine.uploads import CleanImage, check_attachment_origin, clean_image, size_text
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot
@@ -51,15 +51,6 @@ def check_attachment(attachment: discord.Attachment, settings: Settings) -> None
     if attachment.size > limit:
         reason = f"the file is {size_text(attachment.size)}; at most {size_text(limit)} is allowed"
         raise InvalidRequest("image", reason)
-
-
-def size_text(count: int) -> str:
-    """Return a byte count as people read it: 512 bytes, 3.4 kB, 12.0 MB."""
-    if count < 1000:
-        return f"{count} bytes"
-    if count < 1_000_000:
-        return f"{count / 1000:.1f} kB"
-    return f"{count / 1_000_000:.1f} MB"
 
 
 async def load_attachment(attachment: discord.Attachment, settings: Settings) -> CleanImage:

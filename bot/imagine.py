@@ -107,6 +107,7 @@ def imagine_command(bot: "ImagineBot") -> app_commands.Command:
         count=f"How many images (1–{limits.max_count})",
         scheduler="Sampler",
         model="Which model draws it (default: the server's)",
+        style="A shared style: wraps your prompt in its template (see /mod styles)",
         image="Start from this image (PNG, JPEG, WebP or GIF): img2img",
         strength="With an image: how far to move from it (0.05–1.0, default 0.6)",
     )
@@ -125,6 +126,7 @@ def imagine_command(bot: "ImagineBot") -> app_commands.Command:
         count: Count | None = None,  # type: ignore[valid-type]
         scheduler: str | None = None,
         model: Range[str, 1, 64] | None = None,  # type: ignore[valid-type]
+        style: Range[str, 1, 64] | None = None,  # type: ignore[valid-type]
         image: discord.Attachment | None = None,
         strength: Range[float, images.STRENGTH_MIN, images.STRENGTH_MAX] | None = None,  # type: ignore[valid-type]
     ) -> None:
@@ -138,6 +140,7 @@ def imagine_command(bot: "ImagineBot") -> app_commands.Command:
             count=count,
             scheduler=scheduler,
             model=model,
+            style=style,
             strength=strength if image is not None else None,
         )
         async with bot.answering(interaction):
@@ -149,6 +152,10 @@ def imagine_command(bot: "ImagineBot") -> app_commands.Command:
     @imagine.autocomplete("model")
     async def model_names(interaction: discord.Interaction, current: str) -> list[Choice[str]]:
         return model_choices(bot, current)
+
+    @imagine.autocomplete("style")
+    async def style_names(interaction: discord.Interaction, current: str) -> list[Choice[str]]:
+        return style_choices(bot, current)
 
     return imagine
 
@@ -163,6 +170,17 @@ def model_choices(bot: "ImagineBot", current: str) -> list[Choice[str]]:
             continue
         if typed in model.name.casefold() or typed in model.label.casefold():
             choices.append(Choice(name=label[:100], value=model.name))
+    return choices[:AUTOCOMPLETE_CHOICES]
+
+
+def style_choices(bot: "ImagineBot", current: str) -> list[Choice[str]]:
+    """Return the styles (the engine's, so a reload shows at once) that match what was typed."""
+    typed = current.casefold()
+    choices = []
+    for style in bot.engine.status().styles:
+        if typed in style.name.casefold() or typed in style.label.casefold():
+            label = style.label if style.label == style.name else f"{style.label} ({style.name})"
+            choices.append(Choice(name=label[:100], value=style.name))
     return choices[:AUTOCOMPLETE_CHOICES]
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import discord
 
 from bot.replies import duration
-from engine import EngineStatus, ImageRecord, JobView, WorkerStatus
+from engine import EngineStatus, ImageRecord, JobView, StyleStatus, WorkerStatus
 
 PROMPT_CHARS = 1500
 EMBED_COLOUR = discord.Colour.blurple()
@@ -24,6 +24,13 @@ def queued(prompt: str, position: int, eta_s: float | None) -> str:
     """Return the line for a waiting job."""
     eta = f", about {duration(eta_s)}" if eta_s else ""
     return f"**{escape(prompt)}**\n⏳ Queued: position {position}{eta}"
+
+
+def tier(weight: int) -> str:
+    """Return the /queue line naming the caller's turns per round in the fair queue."""
+    if weight <= 1:
+        return "Your tier: standard (1 turn per round)"
+    return f"Your tier: {weight} turns per round"
 
 
 def started(prompt: str) -> str:
@@ -77,6 +84,8 @@ def result_embed(images: Sequence[ImageRecord], seconds: float, gallery_url: str
     embed.add_field(name="Size", value=f"{first.width}×{first.height}")
     embed.add_field(name="Scheduler", value=first.scheduler)
     embed.add_field(name="Model", value=escape(first.model, 200))
+    if first.style:
+        embed.add_field(name="Style", value=escape(first.style, 200))
     embed.add_field(name="Time", value=f"{seconds:.1f} s")
     links = [f"[{i}]({image_url(gallery_url, im.id)})" for i, im in enumerate(images, start=1)]
     if gallery_url:
@@ -155,6 +164,13 @@ def clip(lines: list[str]) -> str:
             return text + f"…and {len(lines) - index} more."
         text += line + "\n"
     return text.rstrip()
+
+
+def style_line(style: StyleStatus) -> str:
+    """Return one line of /mod styles: the name, its label, its template and negative prompt."""
+    label = f" ({escape(style.label, 80)})" if style.label != style.name else ""
+    negative = f" · no: `{code(style.negative_prompt)}`" if style.negative_prompt else ""
+    return f"**{escape(style.name, 64)}**{label}: `{code(style.prompt)}`{negative}"
 
 
 def status_text(status: EngineStatus) -> str:

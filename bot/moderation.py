@@ -1,4 +1,4 @@
-"""The moderation extension: `/mod queue|cancel|ban|unban|audit|reload`.
+"""The moderation extension: `/mod queue|cancel|ban|unban|audit|styles|reload`.
 
 Discord's `default_permissions` only hides the group from members; every command checks at
 run time that the caller moderates (Manage Messages, or a configured role).
@@ -101,6 +101,16 @@ class ModerationCog(commands.GroupCog, group_name="mod", group_description="Mode
                 for e in entries
             ]
             await self.bot.reply(interaction, messages.clip(lines or ["No rejected prompts."]))
+
+    @app_commands.command(name="styles", description="The styles on offer, with their templates")
+    async def styles(self, interaction: discord.Interaction) -> None:
+        """List every style: name, label, prompt template and negative prompt."""
+        async with self.bot.answering(interaction):
+            checks.require_moderator(interaction, self.bot.engine)
+            styles = self.bot.engine.status().styles
+            lines = [messages.style_line(style) for style in styles]
+            none = "No styles: add `[styles.<name>]` tables to the config and `/mod reload`."
+            await self.bot.reply(interaction, messages.clip(lines or [none]))
 
     @app_commands.command(name="reload", description="Re-read the config file")
     async def reload(self, interaction: discord.Interaction) -> None:

@@ -25,11 +25,12 @@ class QueueCog(commands.Cog):
     async def queue(self, interaction: discord.Interaction) -> None:
         """List the caller's jobs and the queue's totals."""
         async with self.bot.answering(interaction):
-            key = checks.requester_of(interaction).key
+            requester = checks.requester_of(interaction)
             jobs = self.bot.engine.jobs()
-            mine = [job for job in jobs if job.requester.key == key]
+            mine = [job for job in jobs if job.requester.key == requester.key]
             lines = [messages.job_line(job) for job in mine] or ["You have no jobs in the queue."]
-            await self.bot.reply(interaction, messages.clip([*lines, messages.totals(jobs)]))
+            tier = messages.tier(self.bot.engine.weight(requester))
+            await self.bot.reply(interaction, messages.clip([*lines, tier, messages.totals(jobs)]))
 
     @app_commands.command(name="cancel", description="Cancel one of your jobs")
     @app_commands.describe(job="Job id (from /queue); your newest job when left out")

@@ -5,7 +5,15 @@ its own thread, when it starts.
 """
 
 from engine.bridge import EngineBridge
-from engine.config import BUILTIN_DEMO, BUILTIN_TINY, SD21, Overrides, Settings, WebSettings
+from engine.config import (
+    BUILTIN_DEMO,
+    BUILTIN_TINY,
+    SD21,
+    Overrides,
+    Settings,
+    StyleSettings,
+    WebSettings,
+)
 from engine.config import load as load_settings
 from engine.config import try_reload as reload_settings
 from engine.derive import upscale_size
@@ -49,7 +57,8 @@ from engine.request import (
     aspect_size,
     normalise_text,
 )
-from engine.status import EngineStatus, ModelStatus, WorkerStatus
+from engine.starboard import Starboard, StarredMessage
+from engine.status import EngineStatus, ModelStatus, StyleStatus, WorkerStatus
 from engine.store import (
     AuditEntry,
     Ban,
@@ -133,10 +142,14 @@ __all__ = [
     "Requester",
     "Settings",
     "ShuttingDown",
+    "Starboard",
+    "StarredMessage",
     "Started",
     "Store",
     "StoreError",
     "StoreHealth",
+    "StyleSettings",
+    "StyleStatus",
     "TooLarge",
     "WebSettings",
     "Worker",

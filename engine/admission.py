@@ -125,6 +125,8 @@ class Admission:
             raise InvalidRequest(
                 "image" if upload else "source_image_id", f"required for a {request.kind}"
             )
+        # Flags first: `--model NAME` in the prompt is checked like the model field.
+        request = request_mod.apply_flags(request)
         spec = self.registry.get(request.model)
         _check_model_kind(request, spec.name, spec.kind)
         if not self.serving(spec.name):
@@ -137,6 +139,7 @@ class Admission:
             facts.native_px,
             self.settings.engine.default_scheduler,
             self.registry.defaults(spec.name),
+            self.settings.styles,
         )
 
     def _moderate(self, request: GenerationRequest, requester: Requester) -> None:

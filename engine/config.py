@@ -89,6 +89,23 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
+class StyleSettings:
+    """One shared style, `[styles.<name>]`: a prompt template and defaults under the user's."""
+
+    prompt: str = "{prompt}"
+    negative_prompt: str = ""
+    label: str = ""
+    width: int | None = field(default=None, metadata=_range(8, 4096))
+    height: int | None = field(default=None, metadata=_range(8, 4096))
+    steps: int | None = field(default=None, metadata=_range(1, 500))
+    guidance: float | None = field(default=None, metadata=_range(0, 50))
+    scheduler: str = field(
+        default="",
+        metadata=_choices("", "DPM++ 2M", "DPM++ 2M Karras", "Euler a", "Euler", "DDIM"),
+    )
+
+
+@dataclass(frozen=True)
 class LimitOverride:
     """Per-guild or per-role changes to the limits; absent keys keep the base value."""
 
@@ -98,6 +115,7 @@ class LimitOverride:
     max_steps: int | None = field(default=None, metadata=_range(1, 500))
     max_count: int | None = field(default=None, metadata=_range(1, 4))
     max_pixel_steps: int | None = field(default=None, metadata=_range(1, 10**12))
+    weight: int | None = field(default=None, metadata=_range(1, 10))
 
 
 @dataclass(frozen=True)
@@ -117,6 +135,7 @@ class LimitSettings:
     max_pixel_steps: int = field(default=768 * 768 * 50 * 4, metadata=_range(1, 10**12))
     max_queue: int = field(default=100, metadata=_range(1, 100_000))
     max_upload_bytes: int = field(default=10_000_000, metadata=_range(1024, 100_000_000))
+    weight: int = field(default=1, metadata=_range(1, 10))
     max_per_user: int = field(default=3, metadata=_range(0, 10_000))
     cooldown_s: float = field(default=0.0, metadata=_range(0, 86400))
     daily_quota: int = field(default=0, metadata=_range(0, 1_000_000))
@@ -151,6 +170,9 @@ class BotSettings:
     )
     delivery_attempts: int = field(default=5, metadata=_range(1, 50))
     max_retry_after_s: float = field(default=60.0, metadata=_range(30, 3600))
+    # The channel (id) that best results are reposted to once they collect enough stars.
+    starboard_channel: str = field(default="", metadata={"pattern": "snowflake"})
+    starboard_threshold: int = field(default=3, metadata=_range(1, 1000))
 
 
 @dataclass(frozen=True)
@@ -194,6 +216,7 @@ class Settings:
 
     engine: EngineSettings = field(default_factory=EngineSettings)
     models: dict[str, ModelSettings] = field(default_factory=dict)
+    styles: dict[str, StyleSettings] = field(default_factory=dict)
     limits: LimitSettings = field(default_factory=LimitSettings)
     moderation: ModerationSettings = field(default_factory=ModerationSettings)
     bot: BotSettings = field(default_factory=BotSettings)
@@ -412,6 +435,8 @@ def _scalar(hint: Any, fld: dataclasses.Field[Any], value: Any, key: str) -> Any
         raise ConfigError(key, f"expected one of {', '.join(choices)}; got {value!r}")
     if fld.metadata.get("pattern") == "device" and not _is_device(value):
         raise ConfigError(key, f"expected auto, cpu, cuda, cuda:N or mps; got {value!r}")
+    if fld.metadata.get("pattern") == "snowflake" and value and not value.isdigit():
+        raise ConfigError(key, f'expected an id (digits) or "" for none; got {value!r}')
     return value
 
 
@@ -465,8 +490,22 @@ def _check_models(settings: Settings) -> None:
         )
 
 
+def _check_styles(settings: Settings) -> None:
+    for name, style in settings.styles.items():
+        if not MODEL_NAME.fullmatch(name):
+            raise ConfigError(
+                f"styles.{name}", "expected a name of letters, digits, '.', '_' or '-' (≤ 64)"
+            )
+        if style.prompt.count("{prompt}") != 1:
+            raise ConfigError(
+                f"styles.{name}.prompt",
+                f"expected a template with {{prompt}} exactly once, got {style.prompt[:80]!r}",
+            )
+
+
 def _check_consistency(settings: Settings) -> None:
     _check_models(settings)
+    _check_styles(settings)
     limits = settings.limits
     pairs = [
         ("limits.min_size_px", limits.min_size_px, "limits.max_size_px", limits.max_size_px),

@@ -10,7 +10,7 @@
   `results` writes PNGs and records on the I/O thread (`offload`); `events` carries Queued →
   Started → Progress → Finished | Failed | Cancelled; `views` answers what frontends ask;
   `models` is the registry; `library` is what frontends read, from any thread; `actions` is
-  what moderators do.
+  what moderators do; `starboard` keeps stars as favourites and claims each repost once.
 - A `Worker` (worker.py) is the only thing the scheduler talks to; only `LocalWorker` and
   `pipeline.py` import torch, so `import engine` never does.
 """
@@ -43,6 +43,7 @@ from engine.recovery import recover
 from engine.request import GenerationRequest, Kind, Requester
 from engine.runs import BatchRunner, Counters, JobEnds
 from engine.scheduler import Scheduler
+from engine.starboard import Starboard
 from engine.status import EngineStatus, report
 from engine.store import ImageRecord, JobState, Store
 from engine.views import Views
@@ -73,6 +74,7 @@ class Engine:
         self.offload, self.bus, self.table = Offload(), EventBus(), JobTable()
         self.estimates, self.counters = Estimates(), Counters()
         self.library = Library(store, clock)
+        self.starboard = Starboard(store, self.offload, clock)
         self.bans = Bans(store, self.offload, clock)
         self.views = Views(
             self.table, self.estimates, self.bus, self.library, self.offload,
@@ -216,6 +218,10 @@ class Engine:
     async def fetch_job(self, job_id: str) -> JobView:
         """Return a job's current state, reading the store off the loop; raise NotFound."""
         return await self.views.fetch(job_id)
+
+    def weight(self, requester: Requester) -> int:
+        """Return a requester's turns per round in the fair queue (its tier)."""
+        return limits_mod.effective(self.settings.limits, requester).weight
 
     def jobs(self, requester_key: str | None = None) -> list[JobView]:
         """Return active jobs (running first, then waiting in run order)."""

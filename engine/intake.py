@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from engine import limits as limits_mod
 from engine.admission import DAY_S, Admission
 from engine.bans import Bans
 from engine.errors import ShuttingDown
@@ -77,6 +78,7 @@ class Intake:
         resolved = self.admission.check(request, requester)
         now = self.clock()
         job = Job(new_id(), 0, requester, resolved, origin or {}, now)
+        job.weight = self._weight(requester)
         self.table.hold(job)
         self.admission.ledger.note(requester.key, now, int(resolved.count or 1), job.id)
         pending = asyncio.ensure_future(self._persist(job, idempotency_key, existing))
@@ -145,7 +147,11 @@ class Intake:
         )
         bans.load(await self.offload.run(store.bans))
 
+    def _weight(self, requester: Requester) -> int:
+        return limits_mod.effective(self.admission.settings.limits, requester).weight
+
     def _resume_job(self, job: Job) -> None:
+        job.weight = self._weight(job.requester)
         model = job.request.model
         if not model:  # queued before models had names: the default model
             job.request = dataclasses.replace(job.request, model=self.registry.default_name)

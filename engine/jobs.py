@@ -43,6 +43,7 @@ class Job:
     stopped_by: str | None = None
     skips: int = 0
     attempt: int = 0
+    weight: int = 1  # turns per round in the fair queue ([limits] weight, by guild and role)
 
     @property
     def requester_key(self) -> str:

@@ -17,6 +17,7 @@ _MORE_GENEROUS: dict[str, Callable[[Any, Any], Any]] = {
     "max_steps": max,
     "max_count": max,
     "max_pixel_steps": max,
+    "weight": max,
 }
 
 

@@ -1,7 +1,7 @@
 """Generation requests and requesters: parsing inline flags, normalising, validating.
 
-Inline Midjourney-style flags (`--ar 3:2 --seed 7 --no cars --steps 30 --cfg 6`) are parsed here
-once, so Discord and the web agree on them.
+Inline Midjourney-style flags (`--ar 3:2 --seed 7 --no cars --steps 30 --cfg 6 --style oil`) are
+parsed here once, so Discord and the web agree on them.
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ import math
 import re
 import secrets
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache
 from typing import Any
 
-from engine.config import LimitSettings
+from engine import styles as styles_mod
+from engine.config import LimitSettings, StyleSettings
 from engine.errors import BudgetExceeded, InvalidRequest, TooLarge
 from engine.models import ModelDefaults
 
@@ -58,6 +60,7 @@ class GenerationRequest:
     model: str | None = None
     strength: float | None = None
     outpaint: str | None = None
+    style: str | None = None
     # Input images travel with the request until the job is stored (in its own table), then
     # are read back from SQLite for each run; they are never part of the JSON.
     init_png: bytes | None = field(default=None, repr=False, compare=False)
@@ -197,6 +200,7 @@ _FLAG_FIELDS = {
     "w": "width",
     "h": "height",
     "model": "model",
+    "style": "style",
 }
 
 
@@ -280,10 +284,13 @@ def resolve(
     native_px: int,
     default_scheduler: str,
     defaults: ModelDefaults | None = None,
+    styles: Mapping[str, StyleSettings] | None = None,
 ) -> GenerationRequest:
-    """Apply flags and defaults, normalise text, and check every field against the limits.
+    """Apply flags, the style and defaults, normalise text, and check every field against the
+    limits.
 
-    Defaults come from the model (its registry entry, then its folder), then from [limits].
+    Defaults come from the style, then the model (its registry entry, then its folder), then
+    from [limits]; the user's own values beat them all.
     """
     model = defaults or ModelDefaults()
     _check_raw_lengths(request, limits)
@@ -298,6 +305,11 @@ def resolve(
     )
     if not request.prompt:
         raise InvalidRequest("prompt", "must not be empty")
+    if (request.style or "").strip():
+        request, style_defaults = _apply_style(request, styles or {})
+        model = style_defaults.over(model)
+    elif request.style is not None:
+        request = dataclasses.replace(request, style=None)
     width, height = _size(request, native_px, model, limits)
     resolved = dataclasses.replace(
         request,
@@ -311,6 +323,27 @@ def resolve(
     )
     check(resolved, limits)
     return resolved
+
+
+def _apply_style(
+    request: GenerationRequest, styles: Mapping[str, StyleSettings]
+) -> tuple[GenerationRequest, ModelDefaults]:
+    """Wrap the prompt in the named style's template; return it and the style's defaults."""
+    name, style = styles_mod.find(styles, str(request.style).strip())
+    # The template is normalised like the prompt, so a re-roll sees its own words again.
+    template = dataclasses.replace(
+        style,
+        prompt=normalise_text(style.prompt),
+        negative_prompt=normalise_text(style.negative_prompt),
+    )
+    prompt, negative = styles_mod.expand(template, request.prompt, request.negative_prompt)
+    styled = dataclasses.replace(
+        request,
+        prompt=normalise_text(prompt),
+        negative_prompt=normalise_text(negative),
+        style=name,
+    )
+    return styled, styles_mod.defaults(style)
 
 
 def _check_raw_lengths(request: GenerationRequest, limits: LimitSettings) -> None:

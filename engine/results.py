@@ -77,6 +77,7 @@ class Results:
             scheduler=str(req.scheduler),
             model=job.model,
             model_hash=job.facts.model_hash,
+            style=req.style or "",
             kind=str(req.kind),
             parent_image_id=req.source_image_id,
             source=who.source,
@@ -98,6 +99,8 @@ def parameters(job: Finished, record: ImageRecord) -> Parameters:
     if record.model_hash:
         extra.append(("Model hash", record.model_hash))
     extra.append(("Job", job.job_id))
+    if record.style:
+        extra.append(("Style", record.style))
     if record.kind == "img2img" and job.request.strength is not None:
         extra.append(("Denoising strength", f"{job.request.strength:g}"))
     if record.kind != "txt2img":

@@ -41,6 +41,16 @@ class ModelStatus:
 
 
 @dataclass(frozen=True)
+class StyleStatus:
+    """One style on offer: its name, the label people see, and what it adds to a prompt."""
+
+    name: str
+    label: str
+    prompt: str
+    negative_prompt: str
+
+
+@dataclass(frozen=True)
 class EngineStatus:
     """The engine as a whole; `model`, `device` and `native_px` describe the default model."""
 
@@ -62,6 +72,7 @@ class EngineStatus:
     models: tuple[ModelStatus, ...] = ()
     inpaint_model: str | None = None
     outpaint_note: str = ""
+    styles: tuple[StyleStatus, ...] = ()
 
 
 def report(engine: Any, is_ready: bool, is_accepting: bool) -> EngineStatus:
@@ -96,6 +107,10 @@ def report(engine: Any, is_ready: bool, is_accepting: bool) -> EngineStatus:
         models=tuple(_model(registry, spec, infos) for spec in registry.specs()),
         inpaint_model=inpaint.name if inpaint is not None else None,
         outpaint_note=outpaint_note(inpaint.name if inpaint is not None else None),
+        styles=tuple(
+            StyleStatus(name, style.label or name, style.prompt, style.negative_prompt)
+            for name, style in engine.settings.styles.items()
+        ),
     )
 
 

@@ -36,6 +36,7 @@ def image_json(image: ImageRecord) -> dict[str, Any]:
         "scheduler": image.scheduler,
         "model": image.model,
         "model_hash": image.model_hash,
+        "style": image.style,
         "kind": image.kind,
         "parent_image_id": image.parent_image_id,
         "source": image.source,
@@ -143,4 +144,5 @@ def openapi() -> Response:
     """Return the OpenAPI 3.1 document of this API."""
     context = ctx()
     models = [model.name for model in context.models() if model.kind == "txt2img"]
-    return jsonify(document(context.settings, models, context.editing().is_available))
+    styles = [style.name for style in context.styles()]
+    return jsonify(document(context.settings, models, context.editing().is_available, styles))

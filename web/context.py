@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from flask import current_app
 from flask_limiter import Limiter
 
-from engine import EngineBridge, EngineError, Library, Settings
+from engine import EngineBridge, EngineError, Library, Settings, StyleStatus
 from web.security import Access
 
 MODEL_CACHE_S = 10.0
@@ -49,6 +49,7 @@ class _Facts:
     at: float
     models: list[ModelAbout]
     editing: Editing
+    styles: tuple[StyleStatus, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,10 @@ class Context:
         """Return the registry's models, default first, asked of the engine every few seconds."""
         return self._fresh().models
 
+    def styles(self) -> tuple[StyleStatus, ...]:
+        """Return the styles on offer (the engine's, so a reload shows here within seconds)."""
+        return self._fresh().styles
+
     def editing(self) -> Editing:
         """Return whether an inpainting model serves vary region, zoom out and pan."""
         return self._fresh().editing
@@ -89,7 +94,7 @@ class Context:
             for m in sorted(status.models, key=lambda m: not m.is_default)
         ] or [ModelAbout(status.model, status.is_demo, status.is_builtin_noise)]
         editing = Editing(status.inpaint_model is not None, status.outpaint_note)
-        self._facts[:] = [_Facts(now, models, editing)]
+        self._facts[:] = [_Facts(now, models, editing, status.styles)]
         return self._facts[0]
 
 

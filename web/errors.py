@@ -29,7 +29,7 @@ from engine import (
     ShuttingDown,
     TooLarge,
 )
-from web.uploads import size_text
+from engine.uploads import size_text
 
 log = logging.getLogger(__name__)
 

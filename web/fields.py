@@ -10,7 +10,7 @@ from typing import Any
 
 from engine import GenerationRequest, ImageRecord, InvalidRequest, Kind
 
-TEXT_FIELDS = ("prompt", "negative_prompt", "scheduler", "aspect", "model")
+TEXT_FIELDS = ("prompt", "negative_prompt", "scheduler", "aspect", "model", "style")
 INT_FIELDS = ("width", "height", "steps", "seed", "count")
 FLOAT_FIELDS = ("guidance",)
 API_FIELDS = (
@@ -70,7 +70,7 @@ def from_json(body: Any) -> GenerationRequest:
     values.setdefault("prompt", "")
     if values.get("negative_prompt") is None:
         values["negative_prompt"] = ""
-    for name in ("scheduler", "aspect", "source_image_id", "model"):
+    for name in ("scheduler", "aspect", "source_image_id", "model", "style"):
         if values.get(name) is not None and not isinstance(values[name], str):
             raise InvalidRequest(name, "expected text")
     values["kind"] = _api_kind(values.get("kind"))
@@ -135,6 +135,7 @@ def prefill(image: ImageRecord) -> dict[str, str]:
         "count": "1",
         "scheduler": image.scheduler,
         "model": image.model,
+        "style": image.style,
     }
 
 

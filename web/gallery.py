@@ -16,7 +16,7 @@ from web.fields import parse_day
 bp = Blueprint("gallery", __name__)
 
 SOURCES = ("discord", "web")
-FILTER_KEYS = ("q", "source", "author", "author_name", "since", "until", "favourites")
+FILTER_KEYS = ("q", "source", "author", "author_name", "since", "until", "favourites", "style")
 # Filters folded behind "Filters" on narrow screens; open when one of them is in use.
 NARROWING_KEYS = ("source", "author_name", "since", "until", "favourites")
 
@@ -48,6 +48,7 @@ def query_from(args: Mapping[str, str], context: Context, limit: int) -> ImageQu
         since=parse_day(args.get("since"), "since"),
         until=parse_day(args.get("until"), "until", end=True),
         favourites_of=favourites_of,
+        style=args.get("style", "").strip()[:64] or None,
         include_nsfw=context.settings.web.nsfw_images != "hide" or context.access.is_admin(),
         before=int(cursor) if cursor else None,
         limit=limit,
@@ -90,6 +91,10 @@ def index() -> ResponseReturnValue:
         author_shown=_author_shown(args, page),
         without_author=urlencode(
             {k: v for k, v in args.items() if v and k not in ("author", "cursor")}
+        ),
+        style_shown=args["style"].strip(),
+        without_style=urlencode(
+            {k: v for k, v in args.items() if v and k not in ("style", "cursor")}
         ),
         error=None,
     )

@@ -18,17 +18,18 @@ from engine import (
 )
 from engine.demo import EXAMPLES as DEMO_EXAMPLES
 from engine.demo import GRAMMAR as DEMO_GRAMMAR
+from engine.uploads import size_text
 from web.context import ctx
 from web.errors import answer_for
 from web.fields import from_form, prefill
 from web.images import visible_image
 from web.security import idempotency_key, new_nonce
-from web.uploads import init_image, size_text
+from web.uploads import init_image
 
 bp = Blueprint("generate", __name__)
 
 ADVANCED = ("negative_prompt", "aspect", "width", "height", "steps", "guidance", "seed", "count")
-FORM_FIELDS = ("prompt", "model", *ADVANCED, "scheduler", "strength", "source_image_id")
+FORM_FIELDS = ("prompt", "model", "style", *ADVANCED, "scheduler", "strength", "source_image_id")
 # The engine names an upload "image"; on this form it is the init image field.
 _FIELD_PLACES = {"image": "init_image", "init_image": "init_image"}
 JOB_ID_CHARS = set("0123456789abcdef")
@@ -48,6 +49,7 @@ def _form(values: dict[str, str], errors: dict[str, str], status: int = 200) -> 
         aspects=ASPECTS,
         # The demo model only draws its caption grammar: show it, and prompts it draws well.
         models=[m for m in ctx().models() if m.kind == "txt2img"],
+        styles=ctx().styles(),
         demo_grammar=DEMO_GRAMMAR if is_demo else None,
         demo_examples=DEMO_EXAMPLES if is_demo else (),
         init=visible_image(source) if source else None,

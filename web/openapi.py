@@ -69,7 +69,9 @@ def _path(name: str, pattern: str) -> dict[str, Any]:
     }
 
 
-def _fields(settings: Settings, models: list[str], kinds: list[str]) -> dict[str, Any]:
+def _fields(
+    settings: Settings, models: list[str], kinds: list[str], styles: list[str]
+) -> dict[str, Any]:
     limits = settings.limits
     size = {
         "type": "integer",
@@ -77,7 +79,16 @@ def _fields(settings: Settings, models: list[str], kinds: list[str]) -> dict[str
         "maximum": limits.max_size_px,
         "multipleOf": 8,
     }
+    style: dict[str, Any] = {}
+    if styles:  # without styles the field is left out: any name would be refused
+        style["style"] = {
+            "type": "string",
+            "enum": styles,
+            "description": "A shared style: wraps the prompt in its template, appends its "
+            "negative prompt and brings its defaults (your own values win)",
+        }
     return {
+        **style,
         "prompt": {
             "type": "string",
             "minLength": 1,
@@ -131,7 +142,9 @@ def _none_of(*names: str) -> dict[str, Any]:
     return {"not": {"anyOf": [{"required": [name]} for name in names]}}
 
 
-def _request_schema(settings: Settings, models: list[str], has_inpaint: bool) -> dict[str, Any]:
+def _request_schema(
+    settings: Settings, models: list[str], has_inpaint: bool, styles: list[str]
+) -> dict[str, Any]:
     budget = settings.limits.max_pixel_steps
     kinds = ["txt2img", "variation", "upscale", "img2img", *(["outpaint"] if has_inpaint else [])]
     shapes: list[dict[str, Any]] = [
@@ -167,7 +180,7 @@ def _request_schema(settings: Settings, models: list[str], has_inpaint: bool) ->
         "type": "object",
         "additionalProperties": False,
         "description": f"width × height × steps × count must stay within {budget} (else 422).",
-        "properties": _fields(settings, models, kinds),
+        "properties": _fields(settings, models, kinds, styles),
         "oneOf": shapes,
     }
 
@@ -202,7 +215,7 @@ def _job_schema() -> dict[str, Any]:
 
 def _image_schema() -> dict[str, Any]:
     texts = (
-        "id", "job_id", "prompt", "negative_prompt", "scheduler", "model", "model_hash",
+        "id", "job_id", "prompt", "negative_prompt", "scheduler", "model", "model_hash", "style",
         "kind", "source", "author_id", "author_name", "file_url", "download_url", "page_url",
     )  # fmt: skip
     integers = ("seed", "steps", "width", "height", "favourites")
@@ -226,9 +239,11 @@ def _image_schema() -> dict[str, Any]:
     }
 
 
-def _schemas(settings: Settings, models: list[str], has_inpaint: bool) -> dict[str, Any]:
+def _schemas(
+    settings: Settings, models: list[str], has_inpaint: bool, styles: list[str]
+) -> dict[str, Any]:
     return {
-        "GenerationRequest": _request_schema(settings, models, has_inpaint),
+        "GenerationRequest": _request_schema(settings, models, has_inpaint, styles),
         "Error": {
             "type": "object",
             "required": ["error", "message"],
@@ -295,6 +310,7 @@ def _list_images() -> dict[str, Any]:
             _query("author_name", "The author's name (any case)", {"type": "string"}),
             _query("since", "First day (UTC)", {"type": "string", "format": "date"}),
             _query("until", "Last day (UTC)", {"type": "string", "format": "date"}),
+            _query("style", "The style's name", {"type": "string", "maxLength": 64}),
             _query(
                 "favourites", "1: only this client's favourites", {"type": "string", "enum": ["1"]}
             ),
@@ -314,17 +330,20 @@ def _list_images() -> dict[str, Any]:
 
 
 def document(
-    settings: Settings, models: list[str] | None = None, has_inpaint: bool = False
+    settings: Settings,
+    models: list[str] | None = None,
+    has_inpaint: bool = False,
+    styles: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Return the OpenAPI document for these settings' limits, these model names and whether
-    an inpainting model serves zoom out and pan."""
+    """Return the OpenAPI document for these settings' limits, these model names, whether
+    an inpainting model serves zoom out and pan, and these style names."""
     models = models or ["default"]
     return {
         "openapi": "3.1.0",
         "info": {"title": "imagine gallery API", "version": "1"},
         "servers": [{"url": settings.web.public_url or "/"}],
         "components": {
-            "schemas": _schemas(settings, models, has_inpaint),
+            "schemas": _schemas(settings, models, has_inpaint, list(styles or ())),
             "headers": {
                 "RetryAfter": {
                     "description": "Seconds to wait before trying again",

@@ -24,15 +24,6 @@ def upload_body_bytes(settings: Settings) -> int:
     return max(settings.web.max_body_bytes, limit + 16 * settings.limits.max_prompt_chars)
 
 
-def size_text(count: int) -> str:
-    """Return a byte count as people read it (the engine's refusals say it the same way)."""
-    if count < 1000:
-        return f"{count} bytes"
-    if count < 1_000_000:
-        return f"{count / 1000:.1f} kB"
-    return f"{count / 1_000_000:.1f} MB"
-
-
 def read_upload(files: MultiDict[str, FileStorage], field: str) -> bytes | None:
     """Return a file field's bytes, or None when no file was chosen."""
     upload = files.get(field)

@@ -15,6 +15,7 @@ from engine.store.records import (
     JobState,
 )
 from engine.store.schema import VERSION as SCHEMA_VERSION
+from engine.store.starboard import StarboardEntry
 from engine.store.store import Store
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "ImageRecord",
     "JobRecord",
     "JobState",
+    "StarboardEntry",
     "Store",
     "StoreError",
     "fts_query",

@@ -24,7 +24,7 @@ _COLUMNS = [
     "id", "job_id", "idx", "seed", "width", "height", "prompt", "negative_prompt", "steps",
     "guidance", "scheduler", "model", "kind", "parent_image_id", "source", "author_id",
     "author_name", "guild_id", "channel_id", "is_nsfw_channel", "is_flagged", "seconds",
-    "created_at", "file_name", "message_url", "model_hash",
+    "created_at", "file_name", "message_url", "model_hash", "style",
 ]  # fmt: skip
 
 
@@ -189,7 +189,11 @@ def _filters(query: ImageQuery) -> tuple[list[str], list[Any], str]:
         joins += " JOIN favourites ON favourites.image_id = images.id"
         clauses.append("favourites.user_key = ?")
         params.append(query.favourites_of)
-    for column, value in (("source", query.source), ("author_id", query.author_id)):
+    for column, value in (
+        ("source", query.source),
+        ("author_id", query.author_id),
+        ("style", query.style),
+    ):
         if value:
             clauses.append(f"images.{column} = ?")
             params.append(value)

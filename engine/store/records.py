@@ -82,6 +82,7 @@ class ImageRecord:
     favourites: int = 0
     is_deleted: bool = False
     model_hash: str = ""
+    style: str = ""
     n: int = 0
 
 
@@ -121,6 +122,7 @@ class ImageQuery:
     since: float | None = None
     until: float | None = None
     favourites_of: str | None = None
+    style: str | None = None
     include_nsfw: bool = True
     before: int | None = None
     limit: int = 48

@@ -125,7 +125,27 @@ V4 = [
     )"""
 ]
 
-MIGRATIONS: list[list[str]] = [V1, V2, V3, V4]
+# Version 5 (styles): the style an image was made with (its name; "" for none), searchable.
+V5 = [
+    "ALTER TABLE images ADD COLUMN style TEXT NOT NULL DEFAULT ''",
+    "CREATE INDEX IF NOT EXISTS images_style ON images(style, n)",
+]
+
+# Version 6 (starboard): result messages reposted to the starboard channel, once each.
+V6 = [
+    """CREATE TABLE IF NOT EXISTS starboard (
+        message_id TEXT PRIMARY KEY,
+        image_id TEXT NOT NULL,
+        channel_id TEXT NOT NULL,
+        stars INTEGER NOT NULL DEFAULT 0,
+        posted_message_id TEXT,
+        posted_at REAL
+    )""",
+    # A starred message finds its job by the message id its delivery recorded.
+    "CREATE INDEX IF NOT EXISTS jobs_message ON jobs(json_extract(delivery, '$.message_id'))",
+]
+
+MIGRATIONS: list[list[str]] = [V1, V2, V3, V4, V5, V6]
 VERSION = len(MIGRATIONS)
 
 

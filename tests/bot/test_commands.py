@@ -27,6 +27,19 @@ async def test_queue_lists_your_jobs_with_positions_and_the_total(harness: Harne
     assert reply.is_ephemeral
     assert f"`{mine}` position 1" in reply.content and slow not in reply.content
     assert "In the queue: 1 waiting, 1 running." in reply.content
+    assert "Your tier: standard (1 turn per round)" in reply.content
+
+
+async def test_queue_names_a_boosted_roles_tier(harness: Harness) -> None:
+    role = next(r for r in harness.fake.guild.roles if r.name == "Moderator")
+    await harness.start(limits={"roles": {str(role.id): {"weight": 3}}})
+    bob = harness.fake.guild.member(harness.fake.user("bob").id)
+    assert bob is not None
+    bob.role_ids.append(role.id)
+
+    reply = await command(harness, "queue", user="bob")
+
+    assert "Your tier: 3 turns per round" in reply.content
 
 
 async def test_cancel_without_an_id_cancels_your_newest_job(harness: Harness) -> None:

@@ -482,3 +482,39 @@ async def test_a_generated_png_reads_back_in_sd_parsers_with_model_name_and_hash
     assert reading["negative_prompt"] == "blur, text"
     assert (reading["model"], reading["model_hash"]) == ("tiny", facts.model_hash)
     assert len(facts.model_hash) == 10 and "/" not in str(reading["model"])
+
+
+async def test_a_weight_2_role_gets_two_turns_to_a_weight_1_members_one(
+    make_engine: EngineFactory, make_request: Any, make_requester: Any
+) -> None:
+    """[limits.roles."ID"] weight = 2: 6 jobs each, one worker, the starts go a a b a a b …"""
+    engine = await make_engine(
+        gated=True,
+        limits={"max_per_user": 10, "roles": {"77": {"weight": 2}}},
+    )
+    booster = make_requester("booster", source="discord", role_ids=("77",))
+    member = make_requester("member", source="discord")
+    assert (engine.weight(booster), engine.weight(member)) == (2, 1)
+    started: list[str] = []
+    engine.listen(lambda e: started.append(e.job_id) if isinstance(e, Started) else None)
+    owner: dict[str, str] = {}
+    async with gate(engine).held():
+        for who in (booster, member):
+            for n in range(6):
+                job = await engine.submit(make_request(f"{who.user_id} {n}", steps=1), who)
+                owner[job.id] = who.user_id[0]
+    for job_id in owner:
+        await wait_done(engine, job_id)
+    order = "".join(owner[job_id] for job_id in started)
+    assert order[:9].count("b") == 6 and order[:9].count("m") == 3, order
+    assert order[:3].count("m") == 1, order  # the member starts within the stated bound
+
+
+async def test_a_model_flag_in_the_prompt_is_checked_like_the_model_field(
+    make_engine: EngineFactory, make_request: Any, make_requester: Any
+) -> None:
+    engine = await make_engine()
+    with pytest.raises(InvalidRequest) as refused:
+        await engine.submit(make_request("a fox --model nosuch"), make_requester())
+    assert refused.value.field == "model"
+    assert engine.jobs() == []

@@ -13,13 +13,13 @@ from PIL import ExifTags, Image, PngImagePlugin
 from engine import uploads
 from engine.errors import InvalidRequest
 from engine.uploads import (
-    DISCORD_CDN_HOSTS,
+    DISCORD_CDN_ORIGINS,
     NOTE_FILLED,
     NOTE_FIRST_FRAME,
     NOTE_ROTATED,
     BadImage,
     CleanImage,
-    check_attachment_url,
+    check_attachment_origin,
     clean_image,
     clean_mask,
     fit_size,
@@ -365,7 +365,7 @@ def test_fit_size_keeps_aspect() -> None:
     ],
 )
 def test_discord_cdn_url_accepted(url: str) -> None:
-    check_attachment_url(url, DISCORD_CDN_HOSTS)
+    check_attachment_origin(url, DISCORD_CDN_ORIGINS)
 
 
 @pytest.mark.parametrize(
@@ -392,7 +392,7 @@ def test_discord_cdn_url_accepted(url: str) -> None:
 )
 def test_other_urls_refused(url: str) -> None:
     with pytest.raises(BadImage) as caught:
-        check_attachment_url(url, DISCORD_CDN_HOSTS)
+        check_attachment_origin(url, DISCORD_CDN_ORIGINS)
     assert caught.value.field == "image"
 
 

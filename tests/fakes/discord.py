@@ -32,7 +32,7 @@ from aiohttp import web
 from bot.endpoints import point_discord_py_at
 
 from .discord_gateway import Gateway, GatewayEvent
-from .discord_rest import API_PREFIX, RestApi, Settings
+from .discord_rest import API_PREFIX, RestApi, Settings, add_reaction, remove_reaction
 from .discord_world import (
     DEFAULT_ATTACHMENT_SIZE_LIMIT,
     MEMBER_PERMISSIONS,
@@ -51,6 +51,7 @@ from .discord_world import (
     Snowflakes,
     UploadedFile,
     World,
+    emoji_payload,
 )
 
 __all__ = [
@@ -73,6 +74,8 @@ __all__ = [
 ]
 
 DEFAULT_TOKEN = "fake-bot-token"
+GUILD_MESSAGE_REACTIONS = 1 << 10
+DIRECT_MESSAGE_REACTIONS = 1 << 13
 FAULT_STATUSES = {429, 500, 502, 503, 504, "reset"}
 
 
@@ -116,6 +119,7 @@ class FakeDiscord:
             disallowed_intents=disallowed_intents,
             application_flags=application_flags,
         )
+        self.rest.on_reaction = self._send_reaction
         self._should_point = point_discord_py
         self._restore: Callable[[], None] | None = None
         self._runner: web.AppRunner | None = None
@@ -451,6 +455,50 @@ class FakeDiscord:
             5, guild, handle.channel_id, user or handle.user, data, None, None, None, "en-US",
             message,
         )  # fmt: skip
+
+    async def react(self, message: FakeMessage, user: FakeUser, emoji: str = "⭐") -> bool:
+        """Add a user's reaction to a message, as clicking it in Discord does.
+
+        Sends MESSAGE_REACTION_ADD when the bot asked for the reactions intent; False (and no
+        event) when the user had already reacted with that emoji.
+        """
+        if not add_reaction(message, user.id, emoji):
+            return False
+        await self._send_reaction(message, user, emoji, True)
+        return True
+
+    async def unreact(self, message: FakeMessage, user: FakeUser, emoji: str = "⭐") -> bool:
+        """Take a user's reaction back; sends MESSAGE_REACTION_REMOVE (no member, no author)."""
+        if not remove_reaction(message, user.id, emoji):
+            return False
+        await self._send_reaction(message, user, emoji, False)
+        return True
+
+    async def _send_reaction(
+        self, message: FakeMessage, user: FakeUser, emoji: str, is_added: bool
+    ) -> None:
+        intent = GUILD_MESSAGE_REACTIONS if message.guild_id else DIRECT_MESSAGE_REACTIONS
+        if not self.gateway.has_intent(intent):
+            return
+        payload: dict[str, Any] = {
+            "user_id": str(user.id),
+            "channel_id": str(message.channel_id),
+            "message_id": str(message.id),
+            "emoji": emoji_payload(emoji),
+            "burst": False,
+            "type": 0,
+        }
+        guild = self.world.guild(message.guild_id) if message.guild_id else None
+        if guild is not None:
+            payload["guild_id"] = str(guild.id)
+        if is_added:
+            payload["message_author_id"] = str(message.author.id)
+            payload["burst_colors"] = []
+            member = guild.member(user.id) if guild else None
+            if member is not None:
+                payload["member"] = member.payload()
+        name = "MESSAGE_REACTION_ADD" if is_added else "MESSAGE_REACTION_REMOVE"
+        await self.gateway.dispatch(name, payload)
 
     async def dispatch(self, name: str, payload: Any) -> int:
         """Send any gateway DISPATCH event in the current session; return its sequence."""

@@ -70,6 +70,7 @@ class Session:
     events: list[tuple[int, str, Any]] = field(default_factory=list)
     connection: Connection | None = None
     is_resumable: bool = True
+    intents: int = 0  # what the client asked for in IDENTIFY; RESUME keeps them
 
 
 class Gateway:
@@ -148,7 +149,8 @@ class Gateway:
             await connection.close(4014, "Disallowed intent(s).")
             return
         self.is_ready.clear()
-        self.session = Session(secrets.token_hex(16), connection=connection)
+        intents = int(data.get("intents", 0))
+        self.session = Session(secrets.token_hex(16), connection=connection, intents=intents)
         await self.dispatch("READY", self._ready_payload())
         for guild in self.world.guilds:
             await self.dispatch("GUILD_CREATE", guild.payload())
@@ -204,6 +206,10 @@ class Gateway:
             "guild_join_requests": [],
             "_trace": ["fake-gateway"],
         }
+
+    def has_intent(self, intent: int) -> bool:
+        """Return whether the current session asked for an intent (e.g. 1 << 10)."""
+        return self.session is not None and bool(self.session.intents & intent)
 
     async def dispatch(self, name: str, payload: Any) -> int:
         """Send a DISPATCH in the current session now, or on RESUME if disconnected."""

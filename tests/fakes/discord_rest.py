@@ -22,6 +22,7 @@ from .discord_world import (
     FakeInteraction,
     FakeMember,
     FakeMessage,
+    FakeUser,
     Fault,
     Log,
     Snowflakes,
@@ -32,6 +33,7 @@ from .discord_world import (
 API_PREFIX = "/api/v10"
 RECORDED_HEADERS = ("Authorization", "Content-Type", "User-Agent", "X-Audit-Log-Reason")
 Handler = Callable[[Call, dict[str, str]], Awaitable[web.StreamResponse]]
+ReactionListener = Callable[[FakeMessage, FakeUser, str, bool], Awaitable[None]]
 
 
 @dataclass
@@ -103,10 +105,13 @@ class RestApi:
         self.interactions: dict[str, FakeInteraction] = {}
         self.commands: dict[int | None, list[dict[str, Any]]] = {}
         self.dm_channels: dict[int, int] = {}
+        # Set by FakeDiscord: sends MESSAGE_REACTION_ADD/REMOVE for a reaction the bot made.
+        self.on_reaction: ReactionListener | None = None
         app = r"(?P<app>\d+)"
         token = r"(?P<token>[^/]+)"
         channel = r"/channels/(?P<channel>\d+)"
         hook_message = rf"/webhooks/{app}/{token}/messages/(?P<message>@original|\d+)"
+        reaction = rf"{channel}/messages/(?P<message>\d+)/reactions/(?P<emoji>[^/]+)"
         table: list[tuple[str, str, Handler]] = [
             ("GET", "/gateway/bot", self.get_gateway_bot),
             ("GET", "/gateway", self.get_gateway_bot),
@@ -129,7 +134,9 @@ class RestApi:
             ("GET", rf"{channel}/messages/(?P<message>\d+)", self.get_message),
             ("PATCH", rf"{channel}/messages/(?P<message>\d+)", self.edit_message),
             ("DELETE", rf"{channel}/messages/(?P<message>\d+)", self.delete_message),
-            ("PUT", rf"{channel}/messages/(?P<message>\d+)/reactions/[^/]+/@me", self.typing),
+            ("PUT", rf"{reaction}/@me", self.add_own_reaction),
+            ("DELETE", rf"{reaction}/@me", self.remove_own_reaction),
+            ("GET", reaction, self.reaction_users),
             ("GET", r"/guilds/(?P<guild>\d+)", self.get_guild),
             ("GET", r"/guilds/(?P<guild>\d+)/channels", self.get_guild_channels),
             ("GET", r"/guilds/(?P<guild>\d+)/members/(?P<user>\d+)", self.get_member),
@@ -224,6 +231,7 @@ class RestApi:
 
     def new_message(self, channel_id: int, guild_id: int | None, **fields: Any) -> FakeMessage:
         author = fields.pop("author", self.world.bot)
+        fields.setdefault("bot_id", self.world.bot.id)
         message = FakeMessage(self.snowflakes.next(), channel_id, guild_id, author, **fields)
         self.messages[message.id] = message
         return message
@@ -571,6 +579,57 @@ class RestApi:
         message.is_deleted = True
         return no_content()
 
+    # -- reactions --------------------------------------------------------------------------
+
+    def _reaction_refusal(self, message: FakeMessage, **needed: bool) -> web.Response | None:
+        """Refuse what the bot's permissions in the message's channel do not allow."""
+        guild, channel = self.world.find_channel(message.channel_id)
+        if guild is None or channel is None:
+            return None
+        bot_member = guild.member(self.world.bot.id) or FakeMember(self.world.bot)
+        wanted = discord_permissions(view_channel=True, read_message_history=True, **needed)
+        if guild.permissions(bot_member, channel) & wanted != wanted:
+            return error(*MISSING_PERMISSIONS)
+        return None
+
+    async def add_own_reaction(self, call: Call, params: dict[str, str]) -> web.Response:
+        message = self._channel_message(params)
+        if message is None:
+            return error(*UNKNOWN_MESSAGE)
+        emoji = params["emoji"]
+        is_new_emoji = not message.reactions.get(emoji)
+        refusal = self._reaction_refusal(message, add_reactions=is_new_emoji)
+        if refusal is not None:
+            return refusal
+        if add_reaction(message, self.world.bot.id, emoji) and self.on_reaction is not None:
+            await self.on_reaction(message, self.world.bot, emoji, True)
+        return no_content()
+
+    async def remove_own_reaction(self, call: Call, params: dict[str, str]) -> web.Response:
+        message = self._channel_message(params)
+        if message is None:
+            return error(*UNKNOWN_MESSAGE)
+        emoji = params["emoji"]
+        if remove_reaction(message, self.world.bot.id, emoji) and self.on_reaction is not None:
+            await self.on_reaction(message, self.world.bot, emoji, False)
+        return no_content()
+
+    async def reaction_users(self, call: Call, params: dict[str, str]) -> web.Response:
+        """List who reacted with one emoji, by user id, `limit` (1–100, 25) after `after`."""
+        message = self._channel_message(params)
+        if message is None:
+            return error(*UNKNOWN_MESSAGE)
+        refusal = self._reaction_refusal(message)
+        if refusal is not None:
+            return refusal
+        limit = int(call.query.get("limit", "25"))
+        if not 1 <= limit <= 100:
+            return form_error("limit", "NUMBER_TYPE_MAX", "limit: expected 1–100")
+        after = int(call.query.get("after", "0"))
+        ids = sorted(u for u in message.reactions.get(params["emoji"], []) if u > after)
+        users = [self.world.user(u) for u in ids[:limit]]
+        return json_response([u.payload() for u in users if u is not None])
+
     async def get_guild(self, call: Call, params: dict[str, str]) -> web.Response:
         guild = self.world.guild(int(params["guild"]))
         if guild is None:
@@ -602,6 +661,26 @@ class RestApi:
         channel_id = self.dm_channels.setdefault(user.id, self.snowflakes.next())
         channel = {"id": str(channel_id), "type": 1, "recipients": [user.payload()]}
         return json_response({**channel, "last_message_id": None, "flags": 0})
+
+
+def add_reaction(message: FakeMessage, user_id: int, emoji: str) -> bool:
+    """Add one user's reaction; False when they had already reacted with that emoji."""
+    users = message.reactions.setdefault(emoji, [])
+    if user_id in users:
+        return False
+    users.append(user_id)
+    return True
+
+
+def remove_reaction(message: FakeMessage, user_id: int, emoji: str) -> bool:
+    """Remove one user's reaction; False when there was none."""
+    users = message.reactions.get(emoji, [])
+    if user_id not in users:
+        return False
+    users.remove(user_id)
+    if not users:
+        del message.reactions[emoji]
+    return True
 
 
 def discord_permissions(**flags: bool) -> int:

@@ -378,6 +378,9 @@ class FakeMessage:
     edited_at: float | None = None
     is_deleted: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
+    # emoji ("⭐", or "name:id" for a custom one) → the ids of the users who reacted, in order
+    reactions: dict[str, list[int]] = field(default_factory=dict)
+    bot_id: int = 0  # whose reactions are `me` in payloads (the REST half sets it)
 
     @property
     def is_ephemeral(self) -> bool:
@@ -406,12 +409,35 @@ class FakeMessage:
             "pinned": False,
             "flags": self.flags,
         }
+        reactions = [self.reaction_payload(e) for e, users in self.reactions.items() if users]
+        if reactions:
+            data["reactions"] = reactions
         if self.guild_id is not None:
             data["guild_id"] = str(self.guild_id)
         if self.webhook_id is not None:
             data["webhook_id"] = str(self.webhook_id)
             data["application_id"] = str(self.webhook_id)
         return data
+
+    def reaction_payload(self, emoji: str) -> dict[str, Any]:
+        """One entry of a message's `reactions` (normal reactions only, no super reactions)."""
+        users = self.reactions.get(emoji, [])
+        return {
+            "emoji": emoji_payload(emoji),
+            "count": len(users),
+            "count_details": {"burst": 0, "normal": len(users)},
+            "me": self.bot_id in users,
+            "me_burst": False,
+            "burst_colors": [],
+        }
+
+
+def emoji_payload(emoji: str) -> dict[str, Any]:
+    """Return the emoji object of a unicode emoji, or of a custom one written "name:id"."""
+    name, _, emoji_id = emoji.partition(":")
+    if emoji_id.isdigit():
+        return {"id": emoji_id, "name": name, "animated": False}
+    return {"id": None, "name": emoji}
 
 
 @dataclass

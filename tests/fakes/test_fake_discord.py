@@ -718,3 +718,76 @@ async def test_message_command_carries_the_resolved_message_and_attachment(
     assert attachment.filename == "cat.png" and attachment.size == len(IMAGE_BYTES)
     assert await attachment.read() == IMAGE_BYTES
     assert fake.calls_to("GET", r"^/attachments/")
+
+
+async def test_a_reaction_reaches_the_bot_with_member_and_author_and_its_removal_too(
+    fake: FakeDiscord, start_bot
+) -> None:
+    bot = await start_bot()
+    added: list[discord.RawReactionActionEvent] = []
+    removed: list[discord.RawReactionActionEvent] = []
+
+    async def on_add(event: discord.RawReactionActionEvent) -> None:
+        added.append(event)
+
+    async def on_remove(event: discord.RawReactionActionEvent) -> None:
+        removed.append(event)
+
+    bot.add_listener(on_add, "on_raw_reaction_add")
+    bot.add_listener(on_remove, "on_raw_reaction_remove")
+    alice, bob = fake.user("alice"), fake.user("bob")
+    message = fake.post_user_message(fake.text_channel.id, alice, "hi")
+
+    assert await fake.react(message, bob)
+    assert not await fake.react(message, bob)  # Discord keeps one reaction per user and emoji
+    assert await fake.unreact(message, bob)
+    await until(lambda: removed)
+
+    [add] = added
+    ids = (add.user_id, add.message_id, add.channel_id, add.guild_id)
+    assert ids == (bob.id, message.id, fake.text_channel.id, fake.guild.id)
+    assert str(add.emoji) == "⭐" and add.message_author_id == alice.id
+    assert add.member is not None and add.member.name == "bob"
+    [remove] = removed
+    assert (remove.user_id, str(remove.emoji), remove.member) == (bob.id, "⭐", None)
+    assert message.reactions == {}
+
+
+async def test_reactions_are_listed_by_user_id_in_pages_and_the_bot_reacts_as_me(
+    fake: FakeDiscord, start_bot
+) -> None:
+    bot = await start_bot()
+    channel = bot.get_channel(fake.text_channel.id)
+    stored = fake.post_user_message(fake.text_channel.id, fake.user("alice"), "hi")
+    for name in ("mod", "alice", "owner", "bob"):
+        await fake.react(stored, fake.user(name))
+
+    await (await channel.fetch_message(stored.id)).add_reaction("⭐")
+    fetched = await channel.fetch_message(stored.id)
+    [reaction] = fetched.reactions
+    everyone = sorted([user.id async for user in reaction.users()])
+    page = await bot.http.get_reaction_users(channel.id, stored.id, "⭐", 2, after=everyone[1])
+    await fetched.remove_reaction("⭐", bot.user)
+
+    assert (str(reaction.emoji), reaction.count, reaction.me) == ("⭐", 5, True)
+    assert bot.user.id in everyone and len(set(everyone)) == 5
+    assert [int(user["id"]) for user in page] == everyone[2:4]  # Discord pages by user id
+    assert bot.user.id not in stored.reactions["⭐"] and len(stored.reactions["⭐"]) == 4
+    assert fake.calls_to("DELETE", r"/reactions/⭐/@me$")
+
+
+async def test_reactions_are_not_dispatched_without_the_reactions_intent(
+    fake: FakeDiscord,
+) -> None:
+    client = discord.Client(intents=discord.Intents(guilds=True), guild_ready_timeout=0.05)
+    task = asyncio.create_task(client.start(fake.token))
+    await asyncio.wait_for(client.wait_until_ready(), 5)
+    message = fake.post_user_message(fake.text_channel.id, fake.user("alice"), "hi")
+
+    assert await fake.react(message, fake.user("bob"))
+    await client.close()
+    await asyncio.wait([task], timeout=5)
+
+    assert message.reactions == {"⭐": [fake.user("bob").id]}
+    names = {event.name for event in fake.gateway_events}
+    assert "GUILD_CREATE" in names and "MESSAGE_REACTION_ADD" not in names

@@ -240,9 +240,11 @@ def test_every_page_passes_axe_with_no_serious_issue_wide_phone_and_dark(  # typ
             "tiny": {"path": str(tiny_model_dir)},
             "tiny-inpaint": {"path": str(tiny_inpaint_model_dir), "kind": "inpaint"},
         },
+        styles={"oil": {"prompt": "{prompt}, oil painting", "label": "Oil painting"}},
     )
     visitor = Requester(source="web", user_id="visitor", name="visitor")
-    job = site.running.bridge.submit(GenerationRequest("a red fox", steps=2, seed=1), visitor)
+    request = GenerationRequest("a red fox", steps=2, seed=1, style="oil")
+    job = site.running.bridge.submit(request, visitor)
     done = asyncio.run_coroutine_threadsafe(
         wait_done(site.running.engine, job.id), site.running.loop
     )
@@ -250,6 +252,7 @@ def test_every_page_passes_axe_with_no_serious_issue_wide_phone_and_dark(  # typ
     pages = {
         "gallery": "/",
         "search": "/?q=nothing-matches",
+        "style": "/?style=oil",
         "image": f"/images/{job.id}-0",
         "generate": "/generate",
         "generate from an image": f"/generate?init={job.id}-0",

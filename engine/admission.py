@@ -125,8 +125,10 @@ class Admission:
             raise InvalidRequest(
                 "image" if upload else "source_image_id", f"required for a {request.kind}"
             )
-        # Flags first: `--model NAME` in the prompt is checked like the model field.
-        request = request_mod.apply_flags(request)
+        # Flags first: `--model NAME` in the prompt is checked like the model field (a prompt
+        # that is no text, or too long, is refused by resolve, naming the field).
+        if isinstance(request.prompt, str) and len(request.prompt) <= limits.max_prompt_chars:
+            request = request_mod.apply_flags(request)
         spec = self.registry.get(request.model)
         _check_model_kind(request, spec.name, spec.kind)
         if not self.serving(spec.name):

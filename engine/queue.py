@@ -46,6 +46,7 @@ class FairQueue(Generic[J]):
         self._waiting: dict[str, J] = {}
         self._tags: dict[str, float] = {}  # waiting job → finish tag
         self._last: dict[str, float] = {}  # requester → finish tag of its latest job
+        self._newest: dict[str, int] = {}  # requester → seq of its latest job pushed
         self._queued: Counter[str] = Counter()  # requester → waiting jobs
         self._running: Counter[str] = Counter()
         self._served: OrderedDict[str, int] = OrderedDict()  # requester → tick of last start
@@ -60,9 +61,20 @@ class FairQueue(Generic[J]):
         """Add a waiting job (tagged now: its place does not drift as others start)."""
         if job.id in self._waiting:
             return
+        key = job.requester_key
+        tag = self._next_tag(job)
+        if job.seq < self._newest.get(key, -1):
+            # Back in line after its worker went away: it keeps its place before the
+            # requester's later jobs (tags stay in submission order within a requester).
+            mine = [other for other in self._waiting.values() if other.requester_key == key]
+            tags = sorted([tag, *(self._tags[other.id] for other in mine)])
+            for other, its_tag in zip(sorted([job, *mine], key=lambda j: j.seq), tags, strict=True):
+                self._tags[other.id] = its_tag
+        else:
+            self._tags[job.id] = tag
+            self._newest[key] = job.seq
         self._waiting[job.id] = job
-        self._tags[job.id] = self._next_tag(job)
-        self._queued[job.requester_key] += 1
+        self._queued[key] += 1
         self._order = None
 
     def _next_tag(self, job: J) -> float:
@@ -136,6 +148,7 @@ class FairQueue(Generic[J]):
             forgotten, _ = self._served.popitem(last=False)
             if forgotten not in self._queued:
                 self._last.pop(forgotten, None)
+                self._newest.pop(forgotten, None)
         if key not in self._queued and self._last.get(key, 0.0) <= self._now:
             self._last.pop(key, None)  # nothing ahead of the virtual time: nothing to keep
 

@@ -77,3 +77,12 @@ def test_a_weight_1_first_job_waits_at_most_the_others_weights() -> None:
     queue.push(Item("c0", 100, "c"))
     ran = _serve_one_at_a_time(queue)
     assert ran.index("c0") <= 3 + 2
+
+
+def test_a_requeued_job_goes_back_before_its_requesters_later_jobs() -> None:
+    queue, items = _queue("a1 a2 a3 b1")
+    queue.take([items["a1"]])
+    queue.done(items["a1"])  # its worker went away: back in line
+    queue.push(items["a1"])
+    order = [j.id for j in queue.order()]
+    assert order.index("a1") < order.index("a2") < order.index("a3")

@@ -72,12 +72,9 @@ class EngineSettings:
 
 
 @dataclass(frozen=True)
-class ModelSettings:
-    """One entry of the model registry, `[models.<name>]`; unset defaults follow [limits]."""
+class GenerationDefaults:
+    """Defaults a model or a style brings, under the user's own values; unset: [limits]."""
 
-    path: str = ""
-    kind: str = field(default="txt2img", metadata=_choices("txt2img", "inpaint"))
-    label: str = ""
     width: int | None = field(default=None, metadata=_range(8, 4096))
     height: int | None = field(default=None, metadata=_range(8, 4096))
     steps: int | None = field(default=None, metadata=_range(1, 500))
@@ -89,20 +86,21 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
-class StyleSettings:
+class ModelSettings(GenerationDefaults):
+    """One entry of the model registry, `[models.<name>]`, with its defaults."""
+
+    path: str = ""
+    kind: str = field(default="txt2img", metadata=_choices("txt2img", "inpaint"))
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class StyleSettings(GenerationDefaults):
     """One shared style, `[styles.<name>]`: a prompt template and defaults under the user's."""
 
     prompt: str = "{prompt}"
     negative_prompt: str = ""
     label: str = ""
-    width: int | None = field(default=None, metadata=_range(8, 4096))
-    height: int | None = field(default=None, metadata=_range(8, 4096))
-    steps: int | None = field(default=None, metadata=_range(1, 500))
-    guidance: float | None = field(default=None, metadata=_range(0, 50))
-    scheduler: str = field(
-        default="",
-        metadata=_choices("", "DPM++ 2M", "DPM++ 2M Karras", "Euler a", "Euler", "DDIM"),
-    )
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from training, held-out captions only the pairs kept out of it.
 
 from __future__ import annotations
 
+import json
 import random
 import statistics
 import time
@@ -22,7 +23,30 @@ ATTRIBUTES = ("colour", "background", "shape", "position", "size")
 MODEL_DIR = Path(__file__).parent / "model"
 STEPS = 20
 GUIDANCE = 6.0
+# The folder's own scheduler (DPMSolverMultistepScheduler, dpmsolver++, order 2), as A1111
+# and the engine name it.
+SCHEDULER = "DPM++ 2M"
 BATCH = 16
+DEFAULTS_FILE = "imagine.json"  # what the engine reads as the model's defaults
+
+
+def model_defaults(model: Path) -> tuple[int, float]:
+    """Return the steps and guidance a model folder asks for (the engine's defaults for it)."""
+    try:
+        own = json.loads((model / DEFAULTS_FILE).read_text(encoding="utf-8")).get("defaults", {})
+    except (OSError, ValueError, AttributeError):
+        own = {}
+    return int(own.get("steps", STEPS)), float(own.get("guidance", GUIDANCE))
+
+
+def write_defaults(model: Path) -> None:
+    """Record the settings the eval measures as the folder's defaults, so a plain /imagine and
+    the web form use them (the engine reads `imagine.json`)."""
+    record = {
+        "defaults": {"steps": STEPS, "guidance": GUIDANCE, "scheduler": SCHEDULER},
+        "why": "the settings python -m engine.demo eval measures this model at",
+    }
+    (model / DEFAULTS_FILE).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
 
 def load_pipeline(model: Path, device: str = "cpu") -> Any:

@@ -331,4 +331,7 @@ def train(recipe: Recipe, out: Path, progress: bool = True) -> dict[str, Any]:
         "loss_every_50": every(losses, 50),
     }
     (out / "training.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    from engine.demo.evaluate import write_defaults
+
+    write_defaults(out)
     return record

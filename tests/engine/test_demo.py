@@ -180,3 +180,26 @@ def test_train_command_reports_a_bad_setting_without_training(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "m"), "--set", "nonsense=1"]) == 2
     assert "nonsense" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_a_plain_request_on_the_offline_default_uses_the_settings_the_eval_measures(tmp_path):
+    from engine.config import from_mapping
+    from engine.demo.evaluate import GUIDANCE, SCHEDULER, STEPS, model_defaults
+    from engine.models import ModelRegistry, inspect
+    from engine.request import GenerationRequest, resolve
+
+    settings = from_mapping({"engine": {"data_dir": str(tmp_path)}}, {})
+    registry = ModelRegistry.from_settings(settings)
+    spec = registry.get(None)
+    registry.learn(inspect(spec, tmp_path))
+    defaults = registry.defaults(spec.name)
+    resolved = resolve(
+        GenerationRequest(prompt="a red circle on a blue background"),
+        settings.limits,
+        registry.facts(spec.name).native_px,
+        settings.engine.default_scheduler,
+        defaults,
+    )
+    assert (resolved.steps, resolved.guidance, resolved.scheduler) == (STEPS, GUIDANCE, SCHEDULER)
+    assert model_defaults(MODEL_DIR) == (STEPS, GUIDANCE)
+    assert settings.limits.default_guidance != GUIDANCE  # the folder's file is what decides

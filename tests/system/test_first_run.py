@@ -51,9 +51,13 @@ def copy_project(target: Path) -> Path:
     ).stdout.decode()
     for name in filter(None, listed.split("\0")):
         source = ROOT / name
+        destination = target / name
+        if source.is_symlink():  # git keeps links as links (the demo twin's shared parts)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(os.readlink(source), destination)
+            continue
         if not source.is_file() or name.startswith("tests/artifacts/"):
             continue
-        destination = target / name
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, destination)
     return target
@@ -181,12 +185,21 @@ def test_a_fresh_copy_with_no_config_generates_and_every_image_loads(
             assert_every_image_loads(page, base, "the gallery")
             page.goto(f"{base}{image_page}")
             assert_every_image_loads(page, base, "the image page")
+            # The offline default has the demo's inpainting twin: zoom out works out of the box.
+            page.click("text=Edit: vary region, zoom out, pan")
+            page.click("button[value=zoom_2]")
+            page.wait_for_url("**/jobs/*")
+            page.wait_for_selector(".results img", timeout=60_000)
+            assert "Done" in page.inner_text("#job-status")
+            assert_every_image_loads(page, base, "the zoomed-out job page")
+            zoomed = page.eval_on_selector(".results img", "e => [e.naturalWidth, e.naturalHeight]")
+            assert zoomed == [64, 64], zoomed  # the 32 px image, zoomed out 2×
             assert failed == [], failed
         finally:
             browser.close()
     # The data folder is where the README says: ./data of the folder `make run` ran in.
     images = list((project / "data" / "images").glob("*.png"))
-    assert len(images) == 1 and (project / "data" / "imagine.sqlite3").exists()
+    assert len(images) == 2 and (project / "data" / "imagine.sqlite3").exists()
     assert not (project / "web" / "data").exists()
 
 

@@ -63,6 +63,12 @@ def _remote() -> Any:
     return remote.run()
 
 
+def _loras() -> Any:
+    from bench import loras
+
+    return loras.run()
+
+
 def _fullsize_step() -> Any:
     from bench import fullsize_step
 
@@ -78,6 +84,7 @@ BENCHMARKS: dict[str, Callable[[], Any]] = {
     "batching-fullsize": _batching_fullsize,
     "workers": _workers,
     "remote": _remote,
+    "loras": _loras,
 }
 DEFAULT = (
     "overhead", "batching", "discord_latency", "gallery", "workers", "remote", "fullsize_step",

@@ -28,7 +28,14 @@ from engine import ConfigError, Engine, GenerationRequest, JobView, Kind, Settin
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.imagine", "bot.images", "bot.queue", "bot.moderation", "bot.starboard")
+EXTENSIONS = (
+    "bot.imagine",
+    "bot.images",
+    "bot.queue",
+    "bot.moderation",
+    "bot.starboard",
+    "bot.settings",
+)
 
 Reloader = Callable[[], Settings | ConfigError]
 
@@ -175,22 +182,23 @@ class ImagineBot(commands.Bot):
         """
         checks.require_bot_permissions(interaction)
         requester = checks.requester_of(interaction)
-        target = Target.of(interaction, requester.is_nsfw_channel, tuple(notes))
+        delivery = str(self.engine.preferences(requester).delivery)
+        target = Target.of(interaction, requester.is_nsfw_channel, tuple(notes), delivery)
         origin, key = target.to_origin(), str(interaction.id)
         if is_filled_in(request):
             pending = self.engine.admit(request, requester, origin=origin, idempotency_key=key)
         else:  # img2img from an upload, zoom out, pan: the engine fills it in, off the loop
             pending = _done(await self.engine.submit(request, requester, origin, key))
-        if not await self._defer(interaction):
+        if not await self._defer(interaction, ephemeral=target.is_private):
             target = target.without_token()
         job = await pending
         self.delivery.follow(job.id, target)
 
-    async def _defer(self, interaction: discord.Interaction) -> bool:
+    async def _defer(self, interaction: discord.Interaction, ephemeral: bool = False) -> bool:
         if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
             return True  # deferred already, while an init image was downloaded
         try:
-            await interaction.response.defer(thinking=True)
+            await interaction.response.defer(thinking=True, ephemeral=ephemeral)
             return True
         except discord.HTTPException as error:
             # Already acknowledged (the same interaction twice) or too late: the job still

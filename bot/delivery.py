@@ -71,10 +71,16 @@ class Target:
     is_nsfw_channel: bool
     # What cleaning the init image changed ("its first frame was used"), said with the result.
     notes: tuple[str, ...] = ()
+    # Where the requester wants results (`/settings`): channel, private (ephemeral) or dm.
+    delivery: str = "channel"
 
     @classmethod
     def of(
-        cls, interaction: discord.Interaction, is_nsfw_channel: bool, notes: tuple[str, ...] = ()
+        cls,
+        interaction: discord.Interaction,
+        is_nsfw_channel: bool,
+        notes: tuple[str, ...] = (),
+        delivery: str = "channel",
     ) -> Target:
         """Return the target of an interaction."""
         return cls(
@@ -87,6 +93,7 @@ class Target:
             size_limit=int(interaction.filesize_limit),
             is_nsfw_channel=is_nsfw_channel,
             notes=notes,
+            delivery=delivery,
         )
 
     def to_origin(self) -> dict[str, Any]:
@@ -107,6 +114,11 @@ class Target:
     def is_token_alive(self, now_s: float) -> bool:
         """Return whether the interaction token can still edit the original response."""
         return bool(self.token) and now_s - self.created_at < TOKEN_LIFETIME_S - TOKEN_MARGIN_S
+
+    @property
+    def is_private(self) -> bool:
+        """Return whether the result must not be posted where others see it."""
+        return self.delivery != "channel"
 
     def without_token(self) -> Target:
         """Return this target with the interaction token given up."""
@@ -151,6 +163,11 @@ class Poster:
             webhook_token=target.token,
         )
         return await self._send(route, message, is_edit=True, attempts=attempts)
+
+    async def open_dm(self, user_id: int) -> int:
+        """Return the id of the DM channel with a user (Discord makes it once, then reuses it)."""
+        data = await self.client.http.start_private_message(user_id)
+        return int(data["id"])
 
     async def send_to_channel(self, channel_id: int, message: Outgoing) -> dict[str, Any]:
         """Post a normal channel message (needs Send Messages there)."""
@@ -339,7 +356,8 @@ class Delivery:
                 )
             else:
                 note = await self._deliver_text(job, target, messages.cancelled(job.request.prompt))
-            if await self.engine.mark_delivered(job.id, note) and note.get("url"):
+            is_public = note.get("url") and not target.is_private
+            if await self.engine.mark_delivered(job.id, note) and is_public:
                 library = self.engine.library
                 await asyncio.to_thread(library.set_message_url, job.id, note["url"])
         finally:
@@ -359,7 +377,11 @@ class Delivery:
             content += f"\n📎 Too big to attach here, in the gallery: {urls}" if gallery else ""
         outgoing = Outgoing(
             content,
-            embeds=[messages.result_embed(shown or list(event.images), event.seconds, gallery)],
+            embeds=[
+                messages.result_embed(
+                    shown or list(event.images), event.seconds, gallery, job.request.applied
+                )
+            ],
             files=files,
             view=result_view(job.id, shown, gallery, has_outpaint=self.has_outpaint),
         )
@@ -396,7 +418,17 @@ class Delivery:
     async def _post(
         self, job: JobView, target: Target, outgoing: Outgoing
     ) -> dict[str, Any] | None:
-        """Edit the original response while the token lives, else post to the channel."""
+        """Edit the original response while the token lives, else post to the channel.
+
+        Private results (`/settings`) never go to the channel: by DM they go to the DMs (the
+        response then says so), falling back to the private response when DMs are closed;
+        a private response whose token died goes to the DMs instead.
+        """
+        if target.delivery == "dm":
+            note = await self._post_dm(job, target, outgoing)
+            if note is not None:
+                await self._say_sent(job, target, note)
+                return note
         if target.is_token_alive(self.clock()):
             try:
                 data = await self.poster.edit_original(target, outgoing)
@@ -405,6 +437,8 @@ class Delivery:
                 log.info("job %s: interaction token is dead; posting to the channel", job.id)
             except (DeliveryFailed, discord.HTTPException, discord.RateLimited) as error:
                 log.warning("job %s: editing the response failed: %r", job.id, error)
+        if target.is_private:
+            return None if target.delivery == "dm" else await self._post_dm(job, target, outgoing)
         mention = f"<@{target.user_id}> "
         late = dataclasses.replace(
             outgoing,
@@ -425,6 +459,30 @@ class Delivery:
                 "job %s: posting to channel %s failed: %r", job.id, target.channel_id, error
             )
             return None
+
+    async def _post_dm(
+        self, job: JobView, target: Target, outgoing: Outgoing
+    ) -> dict[str, Any] | None:
+        """Send a result to the requester's DMs; None when they are closed or Discord fails."""
+        try:
+            channel_id = await self.poster.open_dm(target.user_id)
+            message = dataclasses.replace(outgoing, nonce=f"imagine-{job.id}"[:25])
+            data = await self.poster.send_to_channel(channel_id, message)
+        except (DeliveryFailed, TokenDead, discord.HTTPException, discord.RateLimited) as error:
+            log.info("job %s: the requester's DMs took nothing: %r", job.id, error)
+            return None
+        url = f"https://discord.com/channels/@me/{channel_id}/{data.get('id', '')}"
+        return {"mode": "dm", "message_id": str(data.get("id", "")), "url": url}
+
+    async def _say_sent(self, job: JobView, target: Target, note: dict[str, Any]) -> None:
+        """Replace the private "thinking…" response with where the result went (best effort)."""
+        if not target.is_token_alive(self.clock()):
+            return
+        text = f"📬 Sent to your DMs: {note['url']}"
+        try:
+            await self.poster.edit_original(target, Outgoing(text), attempts=1)
+        except Exception as error:  # the result is delivered; this line is a courtesy
+            log.info("job %s: could not point to the DM: %r", job.id, error)
 
     async def _read_files(
         self, images: Sequence[ImageRecord], target: Target

@@ -17,7 +17,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import messages
+from bot import checks, messages
 from bot.views import BUTTON_EVENT
 from engine import GenerationRequest, InvalidRequest, Kind, Settings
 from engine.uploads import CleanImage, check_attachment_origin, clean_image, size_text
@@ -74,7 +74,9 @@ async def init_image(
     loading = asyncio.ensure_future(load_attachment(attachment, bot.settings))
     done, _ = await asyncio.wait({loading}, timeout=ACK_BUDGET_S)
     if not done and not interaction.response.is_done():
-        await interaction.response.defer(thinking=True)
+        # Private delivery (`/settings`) defers privately: a deferral can't change later.
+        delivery = bot.engine.preferences(checks.requester_of(interaction)).delivery
+        await interaction.response.defer(thinking=True, ephemeral=delivery != "channel")
     return await loading
 
 
@@ -151,12 +153,28 @@ class ImageModal(discord.ui.Modal, title=CONTEXT_MENU):
 
 
 class RemixModal(discord.ui.Modal, title="Remix"):
-    """Edit a job's prompt and negative prompt; the rest (seed included) stays."""
+    """Edit a job's prompt and negative prompt; the rest (seed included) stays.
 
-    def __init__(self, bot: ImagineBot, job_id: str, prompt: str, negative: str, ident: int):
-        super().__init__(custom_id=f"imagine:remix:{job_id}:{ident}", timeout=MODAL_TIMEOUT_S)
+    With `new_seed` (🔄 re-roll while remix mode is on in `/settings`) the seed is drawn anew;
+    with `image_id` (V1…V4 in remix mode) the new prompts make a variation of that image.
+    """
+
+    def __init__(
+        self,
+        bot: ImagineBot,
+        job_id: str,
+        prompt: str,
+        negative: str,
+        ident: int,
+        new_seed: bool = False,
+        image_id: str | None = None,
+    ):
+        source = image_id or job_id
+        super().__init__(custom_id=f"imagine:remix:{source}:{ident}", timeout=MODAL_TIMEOUT_S)
         self.bot = bot
         self.job_id = job_id
+        self.new_seed = new_seed
+        self.image_id = image_id
         chars = prompt_chars(bot.settings)
         self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
             label="Prompt",
@@ -179,9 +197,20 @@ class RemixModal(discord.ui.Modal, title="Remix"):
     async def on_submit(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
         async with self.bot.answering(interaction):
             engine = self.bot.engine
+            if self.image_id is not None:
+                variation = GenerationRequest(
+                    prompt=self.prompt.value,
+                    negative_prompt=self.negative.value,
+                    kind=Kind.VARIATION,
+                    source_image_id=self.image_id,
+                )
+                await self.bot.submit_from(interaction, variation)
+                return
             request = await engine.remix_request(
                 self.job_id, self.prompt.value, self.negative.value
             )
+            if self.new_seed:
+                request = dataclasses.replace(request, seed=None)
             await self.bot.submit_from(interaction, request)
 
 

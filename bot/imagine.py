@@ -4,6 +4,7 @@ No `from __future__ import annotations` here: discord.py reads the option bounds
 annotations, which are built from the config when the cog loads.
 """
 
+import asyncio
 import dataclasses
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,16 @@ from discord.ext import commands
 from bot import checks, images
 from bot.delivery import NO_MENTIONS
 from bot.views import BUTTON_EVENT
-from engine import ASPECTS, SCHEDULERS, SEED_MAX, Forbidden, GenerationRequest, Kind
+from engine import (
+    ASPECTS,
+    SCHEDULERS,
+    SEED_MAX,
+    Forbidden,
+    GenerationRequest,
+    Kind,
+    NotFound,
+    parse_loras,
+)
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot
@@ -51,6 +61,9 @@ class ImagineCog(commands.Cog):
                 await self._delete(ident, interaction)
                 return
             requester = checks.requester_of(interaction)
+            if action in ("reroll", "var") and engine.preferences(requester).remix:
+                await self._ask_remix(action, ident, interaction)
+                return
             if action == "reroll":
                 request = await self._reroll(ident)
             elif action == "var":
@@ -58,6 +71,24 @@ class ImagineCog(commands.Cog):
             else:
                 request = await engine.upscale_request(ident, requester)
             await bot.submit_from(interaction, request)
+
+    async def _ask_remix(self, action: str, ident: str, interaction: discord.Interaction) -> None:
+        """Remix mode (`/settings`): ask for the new prompt before a re-roll or a variation."""
+        bot, engine = self.bot, self.bot.engine
+        if action == "reroll":
+            request = (await engine.fetch_job(ident)).request
+            modal = images.RemixModal(
+                bot, ident, request.prompt, request.negative_prompt, interaction.id, True
+            )
+        else:
+            image = await asyncio.to_thread(engine.library.image, ident)
+            if image is None:
+                raise NotFound("image", ident)
+            modal = images.RemixModal(
+                bot, image.job_id, image.prompt, image.negative_prompt, interaction.id,
+                image_id=ident,
+            )  # fmt: skip
+        await interaction.response.send_modal(modal)
 
     async def _reroll(self, job_id: str) -> GenerationRequest:
         engine = self.bot.engine
@@ -108,6 +139,7 @@ def imagine_command(bot: "ImagineBot") -> app_commands.Command:
         scheduler="Sampler",
         model="Which model draws it (default: the server's)",
         style="A shared style: wraps your prompt in its template (see /mod styles)",
+        lora="A LoRA: NAME or NAME:0.8 (weight -2 to 2); more with --lora in the prompt",
         image="Start from this image (PNG, JPEG, WebP or GIF): img2img",
         strength="With an image: how far to move from it (0.05–1.0, default 0.6)",
     )
@@ -127,6 +159,7 @@ def imagine_command(bot: "ImagineBot") -> app_commands.Command:
         scheduler: str | None = None,
         model: Range[str, 1, 64] | None = None,  # type: ignore[valid-type]
         style: Range[str, 1, 64] | None = None,  # type: ignore[valid-type]
+        lora: Range[str, 1, 100] | None = None,  # type: ignore[valid-type]
         image: discord.Attachment | None = None,
         strength: Range[float, images.STRENGTH_MIN, images.STRENGTH_MAX] | None = None,  # type: ignore[valid-type]
     ) -> None:
@@ -144,6 +177,8 @@ def imagine_command(bot: "ImagineBot") -> app_commands.Command:
             strength=strength if image is not None else None,
         )
         async with bot.answering(interaction):
+            if lora:  # parsed by the engine, so a bad weight is answered like any refusal
+                request = dataclasses.replace(request, loras=parse_loras(lora))
             if image is None:
                 await bot.submit_from(interaction, request)
             else:
@@ -156,6 +191,10 @@ def imagine_command(bot: "ImagineBot") -> app_commands.Command:
     @imagine.autocomplete("style")
     async def style_names(interaction: discord.Interaction, current: str) -> list[Choice[str]]:
         return style_choices(bot, current)
+
+    @imagine.autocomplete("lora")
+    async def lora_names(interaction: discord.Interaction, current: str) -> list[Choice[str]]:
+        return lora_choices(bot, current)
 
     return imagine
 
@@ -181,6 +220,23 @@ def style_choices(bot: "ImagineBot", current: str) -> list[Choice[str]]:
         if typed in style.name.casefold() or typed in style.label.casefold():
             label = style.label if style.label == style.name else f"{style.label} ({style.name})"
             choices.append(Choice(name=label[:100], value=style.name))
+    return choices[:AUTOCOMPLETE_CHOICES]
+
+
+def lora_choices(bot: "ImagineBot", current: str) -> list[Choice[str]]:
+    """Return the LoRAs that match what was typed before any `:`; a typed weight is kept."""
+    typed, _, weight = current.partition(":")
+    typed = typed.strip().casefold()
+    choices = []
+    for lora in bot.engine.status().loras:
+        if typed not in lora.name.casefold() and typed not in lora.label.casefold():
+            continue
+        value = f"{lora.name}:{weight.strip()}" if weight.strip() else lora.name
+        label = lora.label if lora.label == lora.name else f"{lora.label} ({lora.name})"
+        shown = f"{label} · {weight.strip() or f'{lora.weight:g}'}"
+        if lora.models:
+            shown += f" · for {', '.join(lora.models)}"
+        choices.append(Choice(name=shown[:100], value=value[:100]))
     return choices[:AUTOCOMPLETE_CHOICES]
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import discord
 
 from bot.replies import duration
-from engine import EngineStatus, ImageRecord, JobView, StyleStatus, WorkerStatus
+from engine import EngineStatus, ImageRecord, JobView, LoraStatus, StyleStatus, WorkerStatus
 
 PROMPT_CHARS = 1500
 EMBED_COLOUR = discord.Colour.blurple()
@@ -69,8 +69,14 @@ def image_url(gallery_url: str, image_id: str) -> str:
     return f"{gallery_url.rstrip('/')}/images/{image_id}" if gallery_url else ""
 
 
-def result_embed(images: Sequence[ImageRecord], seconds: float, gallery_url: str) -> discord.Embed:
-    """Return the embed that lists everything needed to reproduce the images."""
+def result_embed(
+    images: Sequence[ImageRecord],
+    seconds: float,
+    gallery_url: str,
+    applied: Sequence[str] | None = None,
+) -> discord.Embed:
+    """Return the embed that lists everything needed to reproduce the images, and which of the
+    requester's own defaults (`/settings`) were applied."""
     first = images[0]
     embed = discord.Embed(
         title=_title(first.kind), description=escape(first.prompt, 4000), colour=EMBED_COLOUR
@@ -86,6 +92,10 @@ def result_embed(images: Sequence[ImageRecord], seconds: float, gallery_url: str
     embed.add_field(name="Model", value=escape(first.model, 200))
     if first.style:
         embed.add_field(name="Style", value=escape(first.style, 200))
+    if first.loras:
+        embed.add_field(name="LoRAs", value=escape(lora_text(first.loras), 300))
+    if applied:
+        embed.add_field(name="Your defaults", value=escape("; ".join(applied), 1000), inline=False)
     embed.add_field(name="Time", value=f"{seconds:.1f} s")
     links = [f"[{i}]({image_url(gallery_url, im.id)})" for i, im in enumerate(images, start=1)]
     if gallery_url:
@@ -164,6 +174,18 @@ def clip(lines: list[str]) -> str:
             return text + f"…and {len(lines) - index} more."
         text += line + "\n"
     return text.rstrip()
+
+
+def lora_text(loras: str) -> str:
+    """Return an image's LoRAs as the embed shows them: `fox 0.8, ink 1`."""
+    return ", ".join(part.replace(":", " ") for part in loras.split())
+
+
+def lora_line(lora: LoraStatus) -> str:
+    """Return one line of /mod loras: the name, its label, its default weight and models."""
+    label = f" ({escape(lora.label, 80)})" if lora.label != lora.name else ""
+    models = ", ".join(escape(model, 64) for model in lora.models) or "every model"
+    return f"**{escape(lora.name, 64)}**{label}: weight {lora.weight:g} · {models}"
 
 
 def style_line(style: StyleStatus) -> str:

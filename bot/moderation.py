@@ -1,4 +1,4 @@
-"""The moderation extension: `/mod queue|cancel|ban|unban|audit|styles|reload`.
+"""The moderation extension: `/mod queue|cancel|ban|unban|audit|styles|loras|reload`.
 
 Discord's `default_permissions` only hides the group from members; every command checks at
 run time that the caller moderates (Manage Messages, or a configured role).
@@ -110,6 +110,15 @@ class ModerationCog(commands.GroupCog, group_name="mod", group_description="Mode
             styles = self.bot.engine.status().styles
             lines = [messages.style_line(style) for style in styles]
             none = "No styles: add `[styles.<name>]` tables to the config and `/mod reload`."
+            await self.bot.reply(interaction, messages.clip(lines or [none]))
+
+    @app_commands.command(name="loras", description="The LoRAs on offer, with their weights")
+    async def loras(self, interaction: discord.Interaction) -> None:
+        """List every LoRA: name, label, default weight and the models it fits."""
+        async with self.bot.answering(interaction):
+            checks.require_moderator(interaction, self.bot.engine)
+            lines = [messages.lora_line(lora) for lora in self.bot.engine.status().loras]
+            none = "No LoRAs: add `[loras.<name>]` tables to the config and `/mod reload`."
             await self.bot.reply(interaction, messages.clip(lines or [none]))
 
     @app_commands.command(name="reload", description="Re-read the config file")

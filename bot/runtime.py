@@ -175,7 +175,10 @@ class Runtime:
     def _reload_settings(self) -> Settings | ConfigError:
         result = reload_settings(self.config_path, self.overrides)
         if isinstance(result, Settings):
-            self.engine.reload(result)
+            try:
+                self.engine.reload(result)  # refuses LoRAs that do not fit their models
+            except ConfigError as error:
+                return error
             self.settings = result
         return result
 

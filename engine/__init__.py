@@ -45,8 +45,10 @@ from engine.intake import Pending
 from engine.jobs import EndReason, JobView
 from engine.library import Library, StoreHealth
 from engine.local import LocalWorker, local_workers
+from engine.loras import parse as parse_loras
 from engine.models import ModelDefaults, ModelFacts, ModelRegistry, ModelSpec
 from engine.pngmeta import Parameters, read_parameters
+from engine.preferences import Delivery, Preferences, steps_ceiling
 from engine.request import (
     ASPECTS,
     SCHEDULERS,
@@ -58,10 +60,12 @@ from engine.request import (
     normalise_text,
 )
 from engine.starboard import Starboard, StarredMessage
-from engine.status import EngineStatus, ModelStatus, StyleStatus, WorkerStatus
+from engine.status import EngineStatus, LoraStatus, ModelStatus, StyleStatus, WorkerStatus
 from engine.store import (
+    ApiToken,
     AuditEntry,
     Ban,
+    Board,
     ImagePage,
     ImageQuery,
     ImageRecord,
@@ -88,6 +92,7 @@ __all__ = [
     "SD21",
     "SEED_MAX",
     "TERMINAL",
+    "ApiToken",
     "AuditEntry",
     "Ban",
     "Banned",
@@ -95,9 +100,11 @@ __all__ = [
     "BatchItem",
     "BatchResult",
     "Blocked",
+    "Board",
     "BudgetExceeded",
     "Cancelled",
     "ConfigError",
+    "Delivery",
     "EndReason",
     "Engine",
     "EngineBridge",
@@ -122,6 +129,7 @@ __all__ = [
     "Kind",
     "Library",
     "LocalWorker",
+    "LoraStatus",
     "ModelDefaults",
     "ModelFacts",
     "ModelRegistry",
@@ -133,6 +141,7 @@ __all__ = [
     "Overrides",
     "Parameters",
     "Pending",
+    "Preferences",
     "Progress",
     "ProgressSink",
     "QueueFull",
@@ -161,7 +170,9 @@ __all__ = [
     "load_settings",
     "local_workers",
     "normalise_text",
+    "parse_loras",
     "read_parameters",
     "reload_settings",
+    "steps_ceiling",
     "upscale_size",
 ]

@@ -32,6 +32,8 @@ from engine.estimates import Estimates
 from engine.jobs import JobTable
 from engine.models import ModelRegistry
 from engine.moderation import Moderator
+from engine.preferences import PreferenceBook
+from engine.preferences import apply as apply_preferences
 from engine.request import GenerationRequest, Kind, Requester
 
 DAY_S = 86400.0
@@ -89,6 +91,7 @@ class Admission:
         bans: Bans,
         estimates: Estimates,
         serving: Callable[[str], bool],
+        preferences: PreferenceBook,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -98,6 +101,7 @@ class Admission:
         self.bans = bans
         self.estimates = estimates
         self.serving = serving
+        self.preferences = preferences
         self.clock = clock
         self.ledger = Ledger()
         self.on_blocked: Callable[[Requester, str, Blocked], None] = lambda *_: None
@@ -112,14 +116,16 @@ class Admission:
         self.bans.check(requester)
         self.moderator.check_channel(requester)
         limits = limits_mod.effective(self.settings.limits, requester)
-        resolved = self._resolve(request, limits)
+        resolved = self._resolve(request, requester, limits)
         self._moderate(resolved, requester)
         self._check_capacity(requester, limits)
         self._check_cooldown(requester, limits)
         self._check_quota(requester, limits, int(resolved.count or 1))
         return resolved
 
-    def _resolve(self, request: GenerationRequest, limits: LimitSettings) -> GenerationRequest:
+    def _resolve(
+        self, request: GenerationRequest, requester: Requester, limits: LimitSettings
+    ) -> GenerationRequest:
         if request.kind != Kind.TXT2IMG and request.width is None:  # not filled in by derive
             upload = request.kind == Kind.IMG2IMG and not request.source_image_id
             raise InvalidRequest(
@@ -129,6 +135,14 @@ class Admission:
         # that is no text, or too long, is refused by resolve, naming the field).
         if isinstance(request.prompt, str) and len(request.prompt) <= limits.max_prompt_chars:
             request = request_mod.apply_flags(request)
+        # Then the person's own defaults, under what they typed (flags included).
+        request = apply_preferences(
+            request,
+            self.preferences.of(requester),
+            limits,
+            self.text_models(),
+            self.settings.styles,
+        )
         spec = self.registry.get(request.model)
         _check_model_kind(request, spec.name, spec.kind)
         if not self.serving(spec.name):
@@ -142,7 +156,12 @@ class Admission:
             self.settings.engine.default_scheduler,
             self.registry.defaults(spec.name),
             self.settings.styles,
+            self.settings.loras,
         )
+
+    def text_models(self) -> list[str]:
+        """Return the text-to-image models a default may name."""
+        return [spec.name for spec in self.registry.specs() if spec.kind == "txt2img"]
 
     def _moderate(self, request: GenerationRequest, requester: Requester) -> None:
         try:

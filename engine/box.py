@@ -160,7 +160,7 @@ class Box:
             if worker is None:
                 raise ValueError(f"no slot {slot!r} on box {self.name}")
             batch = Batch.from_json(batch_json)
-            check_batch(batch, worker.info().models)
+            check_batch(batch, worker.info().models, worker.served_loras())
         except (ValueError, TypeError) as error:
             log.warning("refused task %s: %s", task_id, error)
             return broker.failure_json("refused", str(error))

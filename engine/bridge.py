@@ -19,6 +19,7 @@ from engine.errors import NotFound, ShuttingDown
 from engine.events import TERMINAL, Event
 from engine.jobs import JobView
 from engine.library import Library
+from engine.preferences import Preferences
 from engine.request import GenerationRequest, Requester
 from engine.status import EngineStatus
 from engine.store import ImageRecord
@@ -106,6 +107,14 @@ class EngineBridge:
         """Delete an image (raises Forbidden, NotFound)."""
         self._run(lambda: self.engine.delete_image(image_id, by))
 
+    def ban(self, user_key: str, until: float | None, reason: str, by: Requester) -> None:
+        """Ban a requester key (raises Forbidden unless `by` moderates)."""
+        self._run(lambda: self.engine.ban(user_key, until, reason, by))
+
+    def unban(self, user_key: str, by: Requester) -> bool:
+        """Lift a ban; False when there was none (raises Forbidden unless `by` moderates)."""
+        return self._run(lambda: self.engine.unban(user_key, by))
+
     def variation_request(self, image_id: str, by: Requester) -> GenerationRequest:
         """Return a variation request for a stored image."""
         return self._run(lambda: self.engine.variation_request(image_id, by))
@@ -113,6 +122,14 @@ class EngineBridge:
     def upscale_request(self, image_id: str, by: Requester) -> GenerationRequest:
         """Return an upscale request for a stored image."""
         return self._run(lambda: self.engine.upscale_request(image_id, by))
+
+    def preferences(self, requester: Requester) -> Preferences:
+        """Return a person's own defaults (`/settings`)."""
+        return self._call(lambda: self.engine.preferences(requester))
+
+    def set_preferences(self, requester: Requester, preferences: Preferences) -> Preferences:
+        """Check and store a person's defaults (raises InvalidRequest naming the field)."""
+        return self._run(lambda: self.engine.set_preferences(requester, preferences))
 
     def image_chain(self, image_id: str) -> list[ImageRecord]:
         """Return an image's ancestry oldest first, ending with it (raises NotFound)."""

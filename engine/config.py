@@ -104,6 +104,16 @@ class StyleSettings(GenerationDefaults):
 
 
 @dataclass(frozen=True)
+class LoraSettings:
+    """One LoRA on offer, `[loras.<name>]`: its weights, default weight and the models it fits."""
+
+    path: str = ""
+    weight: float = field(default=1.0, metadata=_range(-2, 2))
+    models: tuple[str, ...] = ()  # the model names it fits; empty: every model
+    label: str = ""
+
+
+@dataclass(frozen=True)
 class LimitOverride:
     """Per-guild or per-role changes to the limits; absent keys keep the base value."""
 
@@ -114,6 +124,7 @@ class LimitOverride:
     max_count: int | None = field(default=None, metadata=_range(1, 4))
     max_pixel_steps: int | None = field(default=None, metadata=_range(1, 10**12))
     weight: int | None = field(default=None, metadata=_range(1, 10))
+    max_loras: int | None = field(default=None, metadata=_range(0, 8))
 
 
 @dataclass(frozen=True)
@@ -134,6 +145,7 @@ class LimitSettings:
     max_queue: int = field(default=100, metadata=_range(1, 100_000))
     max_upload_bytes: int = field(default=10_000_000, metadata=_range(1024, 100_000_000))
     weight: int = field(default=1, metadata=_range(1, 10))
+    max_loras: int = field(default=3, metadata=_range(0, 8))
     max_per_user: int = field(default=3, metadata=_range(0, 10_000))
     cooldown_s: float = field(default=0.0, metadata=_range(0, 86400))
     daily_quota: int = field(default=0, metadata=_range(0, 1_000_000))
@@ -181,8 +193,8 @@ class WebSettings:
     host: str = "127.0.0.1"
     port: int = field(default=8000, metadata=_range(0, 65535))
     public_url: str = ""
-    browse: str = field(default="public", metadata=_choices("public", "off"))
-    generate: str = field(default="open", metadata=_choices("open", "token", "off"))
+    browse: str = field(default="public", metadata=_choices("public", "members", "off"))
+    generate: str = field(default="open", metadata=_choices("open", "members", "token", "off"))
     nsfw_images: str = field(default="blur", metadata=_choices("blur", "hide"))
     admin_token_env: str = "IMAGINE_ADMIN_TOKEN"
     secret_key_env: str = "IMAGINE_SECRET_KEY"
@@ -192,6 +204,13 @@ class WebSettings:
     max_streams: int = field(default=500, metadata=_range(1, 100_000))
     max_streams_per_client: int = field(default=8, metadata=_range(1, 1000))
     debug: bool = False
+    # Sign in with Discord: the OAuth2 application, the community whose members count as members.
+    discord_client_id: str = field(default="", metadata={"pattern": "snowflake"})
+    discord_client_secret_env: str = "IMAGINE_DISCORD_CLIENT_SECRET"
+    guild_id: str = field(default="", metadata={"pattern": "snowflake"})
+    oauth_base: str = "https://discord.com"
+    roles_refresh_s: float = field(default=900.0, metadata=_range(1, 86400))
+    trusted_proxies: int = field(default=0, metadata=_range(0, 10))
 
 
 @dataclass(frozen=True, repr=False)
@@ -202,6 +221,7 @@ class Secrets:
     admin_token: str = ""
     secret_key: str = ""
     broker_url: str = ""
+    discord_client_secret: str = ""
 
     def __repr__(self) -> str:
         present = [f.name for f in dataclasses.fields(self) if getattr(self, f.name)]
@@ -215,6 +235,7 @@ class Settings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     models: dict[str, ModelSettings] = field(default_factory=dict)
     styles: dict[str, StyleSettings] = field(default_factory=dict)
+    loras: dict[str, LoraSettings] = field(default_factory=dict)
     limits: LimitSettings = field(default_factory=LimitSettings)
     moderation: ModerationSettings = field(default_factory=ModerationSettings)
     bot: BotSettings = field(default_factory=BotSettings)
@@ -295,7 +316,28 @@ def from_mapping(
     _check_consistency(settings)
     settings = dataclasses.replace(settings, secrets=_secrets(settings, env))
     _check_broker(settings)
+    _check_signin(settings)
     return settings
+
+
+def _check_signin(settings: Settings) -> None:
+    """Members-only modes need sign-in, and sign-in needs its application, guild and URL."""
+    web = settings.web
+    for key, mode in (("web.browse", web.browse), ("web.generate", web.generate)):
+        if mode == "members" and not web.discord_client_id:
+            raise ConfigError(key, '"members" needs sign-in: set web.discord_client_id')
+    if not web.discord_client_id:
+        return
+    if not web.public_url.startswith(("https://", "http://")):
+        raise ConfigError("web.public_url", "required for sign-in (the redirect URI's base)")
+    if not web.guild_id:
+        raise ConfigError("web.guild_id", "required for sign-in: the server whose members count")
+    if not settings.secrets.discord_client_secret:
+        raise ConfigError(
+            web.discord_client_secret_env, "required for sign-in: the OAuth2 client secret"
+        )
+    if not web.oauth_base.startswith(("https://", "http://")):
+        raise ConfigError("web.oauth_base", "expected an http(s) URL")
 
 
 def _check_broker(settings: Settings) -> None:
@@ -332,8 +374,13 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         else model
         for name, model in settings.models.items()
     }
+    # A LoRA is always a local file: a relative path is beside the config file.
+    loras = {
+        name: dataclasses.replace(lora, path=str(_absolute(lora.path, base))) if lora.path else lora
+        for name, lora in settings.loras.items()
+    }
     return dataclasses.replace(
-        settings, engine=dataclasses.replace(engine, **changes), models=models
+        settings, engine=dataclasses.replace(engine, **changes), models=models, loras=loras
     )
 
 
@@ -501,9 +548,28 @@ def _check_styles(settings: Settings) -> None:
             )
 
 
+def _check_loras(settings: Settings) -> None:
+    for name, lora in settings.loras.items():
+        if not MODEL_NAME.fullmatch(name):
+            raise ConfigError(
+                f"loras.{name}", "expected a name of letters, digits, '.', '_' or '-' (≤ 64)"
+            )
+        if not lora.path:
+            raise ConfigError(f"loras.{name}.path", "required: a .safetensors file")
+        if not lora.path.lower().endswith(".safetensors"):
+            raise ConfigError(
+                f"loras.{name}.path", f"expected a .safetensors file, got {Path(lora.path).name!r}"
+            )
+        if settings.models and any(model not in settings.models for model in lora.models):
+            unknown = next(model for model in lora.models if model not in settings.models)
+            known = ", ".join(settings.models)
+            raise ConfigError(f"loras.{name}.models", f"unknown model {unknown!r}; known: {known}")
+
+
 def _check_consistency(settings: Settings) -> None:
     _check_models(settings)
     _check_styles(settings)
+    _check_loras(settings)
     limits = settings.limits
     pairs = [
         ("limits.min_size_px", limits.min_size_px, "limits.max_size_px", limits.max_size_px),
@@ -533,4 +599,5 @@ def _secrets(settings: Settings, env: typing.Mapping[str, str]) -> Secrets:
         admin_token=env.get(settings.web.admin_token_env, "").strip(),
         secret_key=env.get(settings.web.secret_key_env, "").strip(),
         broker_url=env.get(settings.engine.broker_url_env, "").strip(),
+        discord_client_secret=env.get(settings.web.discord_client_secret_env, "").strip(),
     )

@@ -17,6 +17,7 @@ from typing import Any
 from PIL import Image
 
 from engine import canvas, uploads
+from engine import loras as loras_mod
 from engine.errors import InvalidRequest, NotFound, TooLarge
 from engine.library import Library
 from engine.models import ModelRegistry
@@ -67,6 +68,7 @@ class Derivations:
             steps=request.steps or source.steps,
             guidance=source.guidance if request.guidance is None else request.guidance,
             scheduler=request.scheduler or source.scheduler,
+            loras=request.loras or _source_loras(request, source),
             seed=source.seed
             if request.kind == Kind.UPSCALE and request.seed is None
             else request.seed,
@@ -183,6 +185,15 @@ def _resized(png: bytes, width: int, height: int) -> bytes:
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
+
+
+def _source_loras(
+    request: GenerationRequest, source: ImageRecord
+) -> tuple[tuple[str, float | None], ...]:
+    """A variation or upscale keeps its source's LoRAs; the inpainting model takes none of them."""
+    if request.kind in MASK_KINDS:
+        return ()
+    return loras_mod.from_text(source.loras)
 
 
 def upscale_size(width: int, height: int, limits: Any) -> tuple[int, int]:

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from engine import limits as limits_mod
+from engine import loras as loras_mod
 from engine.actions import ModeratorActions
 from engine.admission import Admission
 from engine.bans import Bans
@@ -36,9 +37,11 @@ from engine.intake import Intake, Pending
 from engine.jobs import EndReason, JobTable, JobView
 from engine.library import Library
 from engine.local import local_workers
-from engine.models import ModelRegistry, inspect
+from engine.models import ModelRegistry, inspect, source_folder
 from engine.moderation import Moderator
 from engine.offload import Offload
+from engine.preferences import PreferenceBook, Preferences
+from engine.preferences import validate as validate_preferences
 from engine.recovery import recover
 from engine.request import GenerationRequest, Kind, Requester
 from engine.runs import BatchRunner, Counters, JobEnds
@@ -76,13 +79,14 @@ class Engine:
         self.library = Library(store, clock)
         self.starboard = Starboard(store, self.offload, clock)
         self.bans = Bans(store, self.offload, clock)
+        self.preference_book = PreferenceBook(store, self.offload, clock)
         self.views = Views(
             self.table, self.estimates, self.bus, self.library, self.offload,
             lambda: max(1, len(self.workers)),
         )  # fmt: skip
         self.admission = Admission(
             settings, self.table, self.registry, self.bans, self.estimates,
-            self._may_queue_for, clock,
+            self._may_queue_for, self.preference_book, clock,
         )  # fmt: skip
         self.ends = JobEnds(
             self.table, self.bus, self.offload, store, self.admission.ledger, self.counters, clock
@@ -128,8 +132,12 @@ class Engine:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the store, start the workers (they load models), resume queued jobs."""
+        """Open the store, start the workers (they load models), resume queued jobs.
+
+        Raise ConfigError naming a LoRA that is not safetensors or does not fit its models.
+        """
         await self.offload.run(self.store.open)
+        await self.offload.run(self._check_loras, self.settings)
         infos = list(await asyncio.gather(*(worker.start() for worker in self.workers)))
         if self.pool is not None:
             await self.pool.start()
@@ -146,6 +154,7 @@ class Engine:
                 self.pool, self.store, self.offload, self.table, self.scheduler, self.runner
             )
         await self.intake.resume(self.settings.engine.max_attempts, self.bans)
+        self.preference_book.load(await self.offload.run(self.store.preferences))
         self._is_ready = self.intake.is_open = True
         self.scheduler.start()
 
@@ -173,8 +182,18 @@ class Engine:
             settings = dataclasses.replace(
                 settings, engine=self.settings.engine, models=self.settings.models
             )
+        self._check_loras(settings)  # raises ConfigError: the old settings stay in force
         self.settings = settings
+        self.registry.loras = dict(settings.loras)
         self.admission.reload(settings)
+
+    def _check_loras(self, settings: Settings) -> None:
+        """Refuse LoRAs that are not safetensors or do not fit their models (headers only)."""
+        folders = {
+            spec.name: source_folder(spec.path, settings.data_path)
+            for spec in self.registry.specs()
+        }
+        loras_mod.check(settings.loras, folders)
 
     # -- submitting ------------------------------------------------------------------------
 
@@ -208,6 +227,21 @@ class Engine:
     async def _derive(self, request: GenerationRequest, requester: Requester) -> GenerationRequest:
         limits = limits_mod.effective(self.settings.limits, requester)
         return await self.derivations.derive(request, limits)
+
+    # -- your settings -----------------------------------------------------------------------
+
+    def preferences(self, requester: Requester) -> Preferences:
+        """Return a person's own defaults (`/settings`); the server's when they set none."""
+        return self.preference_book.of(requester)
+
+    async def set_preferences(self, requester: Requester, preferences: Preferences) -> Preferences:
+        """Check and store a person's defaults; raise InvalidRequest naming the field and range.
+
+        Values above this requester's limits today are kept (their limits may grow) and clamped
+        when used; `Preferences()` restores the server's defaults.
+        """
+        checked = validate_preferences(preferences, self.settings, self.admission.text_models())
+        return await self.preference_book.save(requester, checked)
 
     # -- following and cancelling ----------------------------------------------------------
 

@@ -18,6 +18,7 @@ _MORE_GENEROUS: dict[str, Callable[[Any, Any], Any]] = {
     "max_count": max,
     "max_pixel_steps": max,
     "weight": max,
+    "max_loras": max,
 }
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.config import EngineSettings
-from engine.errors import GenerationFailed, ModelUnavailable, WorkerTimedOut
+from engine.errors import ConfigError, GenerationFailed, ModelUnavailable, WorkerTimedOut
 from engine.models import ModelFacts, ModelRegistry, ModelSpec
 from engine.worker import Batch, BatchResult, GeneratedImage, ProgressSink, WorkerInfo
 
@@ -50,6 +50,7 @@ class LocalWorker:
         self.settings = settings
         self._wanted_device = device
         self._specs = {spec.name: spec for spec in registry.specs()}
+        self._registry = registry  # its `loras` are read per batch, so a reload reaches here
         self._default = registry.default_name
         self._data_dir = Path(data_dir)
         self._pipelines: OrderedDict[str, Pipeline] = OrderedDict()  # touched on the thread only
@@ -82,7 +83,7 @@ class LocalWorker:
         order = [self._default, *(n for n in self._specs if n != self._default)]
         for name in order[: self.settings.resident_models]:
             try:
-                self._pipeline(name)
+                self._pipeline(name, is_starting=True)
             except ModelUnavailable as error:
                 if name == self._default:
                     raise
@@ -130,6 +131,10 @@ class LocalWorker:
     def pipeline(self, model: str) -> Pipeline:
         """Return a resident model's pipeline (tests and benchmarks instrument it)."""
         return self._pipelines[model]
+
+    def served_loras(self) -> dict[str, tuple[str, ...]]:
+        """Return this worker's LoRAs by name, with the models each fits (empty: every model)."""
+        return {name: lora.models for name, lora in self._registry.loras.items()}
 
     # -- running ---------------------------------------------------------------------------
 
@@ -193,10 +198,10 @@ class LocalWorker:
         except ModelUnavailable as error:
             self._problems[batch.model] = f"model {batch.model} unavailable: {error.reason}"
             raise GenerationFailed(self._problems[batch.model]) from error
-        images = pipeline.run(batch, on_step, should_stop)
+        images = pipeline.run(batch, on_step, should_stop, self._registry.loras)
         return tuple(tuple(item) for item in images), pipeline.facts
 
-    def _pipeline(self, name: str) -> Pipeline:
+    def _pipeline(self, name: str, is_starting: bool = False) -> Pipeline:
         """Return a loaded model, loading it (and evicting the least recently used) if needed."""
         pipeline = self._pipelines.get(name)
         if pipeline is not None:
@@ -211,11 +216,28 @@ class LocalWorker:
             old.close()
         pipeline = Pipeline(spec, self.settings, self._data_dir, self._device)
         self._facts[name] = pipeline.load()
+        self._check_loras(pipeline, is_starting)
         self._dtype = pipeline.dtype_name
         self._pipelines[name] = pipeline
         self._resident = tuple(self._pipelines)
         self._problems.pop(name, None)
         return pipeline
+
+    def _check_loras(self, pipeline: Pipeline, is_starting: bool) -> None:
+        """Load each LoRA for this model onto it once (they stay cached); one that does not fit
+        stops the start with its name, or, loaded later, fails only the jobs that ask for it."""
+        from engine.loras import fits
+
+        model = pipeline.spec.name
+        for name, lora in self._registry.loras.items():
+            if not fits(lora, model):
+                continue
+            reason = pipeline.check_lora(name, lora)
+            if reason is None:
+                continue
+            if is_starting:
+                raise ConfigError(f"loras.{name}", reason)
+            log.error("worker %s: %s", self.name, reason)
 
     def _spec(self, name: str) -> ModelSpec:
         spec = self._specs.get(name)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from engine.config import BUILTIN_DEMO, BUILTIN_TINY, ModelSettings, Settings
+from engine.config import BUILTIN_DEMO, BUILTIN_TINY, LoraSettings, ModelSettings, Settings
 from engine.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -122,12 +122,19 @@ def _spec(name: str, model: ModelSettings) -> ModelSpec:
 class ModelRegistry:
     """The models on offer, the default one, and what is known about each."""
 
-    def __init__(self, specs: Iterable[ModelSpec], default: str) -> None:
+    def __init__(
+        self,
+        specs: Iterable[ModelSpec],
+        default: str,
+        loras: dict[str, LoraSettings] | None = None,
+    ) -> None:
         self._specs = {spec.name: spec for spec in specs}
         if default not in self._specs:
             raise ValueError(f"default model {default!r} is not in the registry")
         self.default_name = default
         self._facts: dict[str, ModelFacts] = {}
+        # Replaced whole on reload (workers read it from their threads: one reference swap).
+        self.loras: dict[str, LoraSettings] = dict(loras or {})
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ModelRegistry:
@@ -136,13 +143,13 @@ class ModelRegistry:
             specs = [_spec(name, model) for name, model in settings.models.items()]
             wanted = settings.engine.model
             default = wanted if wanted in settings.models else specs[0].name
-            return cls(specs, default)
+            return cls(specs, default, settings.loras)
         path = settings.engine.model
         specs = [ModelSpec(name_for(path), path)]
         if path == BUILTIN_DEMO and (DEMO_INPAINT_FOLDER / "model_index.json").exists():
             # The offline default offers its inpainting twin too (zoom out, pan, vary region).
             specs.append(ModelSpec(name_for(BUILTIN_DEMO_INPAINT), BUILTIN_DEMO_INPAINT, "inpaint"))
-        return cls(specs, specs[0].name)
+        return cls(specs, specs[0].name, settings.loras)
 
     @property
     def default(self) -> ModelSpec:

@@ -65,6 +65,8 @@ class Moderator:
         allowed = self.settings.allowed_channels
         if requester.source != "discord" or not allowed or requester.is_moderator:
             return
+        if requester.channel_id is None:  # signed in to the gallery: no channel to be in
+            return
         if requester.channel_id not in allowed:
             raise Blocked("channel", requester.channel_id or "")
 

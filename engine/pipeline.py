@@ -17,7 +17,9 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,7 @@ from diffusers import (  # noqa: E402
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
 from PIL import Image, ImageFilter  # noqa: E402
 
-from engine.config import BUILTIN_DEMO, BUILTIN_TINY, EngineSettings  # noqa: E402
+from engine.config import BUILTIN_DEMO, BUILTIN_TINY, EngineSettings, LoraSettings  # noqa: E402
 from engine.errors import (  # noqa: E402
     FailureKind,
     GenerationFailed,
@@ -61,6 +63,12 @@ from engine.worker import Batch, GeneratedImage  # noqa: E402
 
 log = logging.getLogger(__name__)
 diffusers_logging.disable_progress_bar()
+# "No LoRA keys associated to CLIPTextModel": most LoRAs change the UNet alone, as they may.
+logging.getLogger("diffusers.loaders.lora_base").setLevel(logging.ERROR)
+# peft warns whenever a second adapter joins a model (several stay loaded here on purpose), and
+# when diffusers deletes a LoRA that failed to load while another was active.
+warnings.filterwarnings("ignore", "Already found a `peft_config` attribute", UserWarning)
+warnings.filterwarnings("ignore", "Adapter .* was active which is now deleted", UserWarning)
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 # from_pretrained builds modules under accelerate's init_empty_weights, which patches
@@ -68,6 +76,7 @@ PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 LOAD_LOCK = threading.Lock()
 INPAINT_KINDS = ("inpaint", "outpaint")
 SEAM_PX = 4
+LORA_CACHE = 8  # adapters kept loaded (and disabled between batches) per resident model
 
 # Linear map from SD's 4 latent channels to RGB: a cheap preview with no VAE call.
 LATENT_RGB = torch.tensor(
@@ -100,6 +109,9 @@ class Pipeline:
         self._safety: tuple[Any, Any] | None = None
         self._is_memory_saving = False
         self._noise = False  # the tiny random model stands in (builtin:tiny, or no demo folder)
+        # LoRA name → (adapter name, the file's identity); least recently used first.
+        self._adapters: OrderedDict[str, tuple[str, tuple[str, int, int]]] = OrderedDict()
+        self._adapter_count = 0
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -264,13 +276,24 @@ class Pipeline:
     # -- running ---------------------------------------------------------------------------
 
     def run(
-        self, batch: Batch, on_step: StepCallback, should_stop: StopCheck
+        self,
+        batch: Batch,
+        on_step: StepCallback,
+        should_stop: StopCheck,
+        loras: Mapping[str, LoraSettings] | None = None,
     ) -> list[list[GeneratedImage]]:
         """Run one batch; return images per item. Raise Interrupted, OutOfMemory, GenerationFailed.
 
         Out of memory: free memory outside the except block, retry once with attention slicing
         and VAE tiling. A NaN or all-black result is retried once with the VAE in float32.
+        The batch's LoRAs (`loras`: this worker's own [loras] by name) are on only for it.
         """
+        with self._loras_on(batch.loras, loras or {}):
+            return self._run(batch, on_step, should_stop)
+
+    def _run(
+        self, batch: Batch, on_step: StepCallback, should_stop: StopCheck
+    ) -> list[list[GeneratedImage]]:
         self._note_truncation(batch)
         arrays = self._call_oom_guarded(batch, on_step, should_stop)
         if arrays is None:
@@ -292,6 +315,83 @@ class Pipeline:
                     "the model produced a NaN or black image twice", FailureKind.NAN
                 )
         return self._package(batch, arrays)
+
+    # -- LoRAs -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _loras_on(
+        self, wanted: Sequence[tuple[str, float]], specs: Mapping[str, LoraSettings]
+    ) -> Iterator[None]:
+        """Switch the batch's adapters on at their weights, and every adapter off afterwards.
+
+        Off is peft's own bypass (each LoRA layer calls its base layer alone), so the next job
+        without LoRAs runs exactly the base weights; adapters stay loaded for the next batch
+        that wants them (at most LORA_CACHE, least recently used deleted first).
+        """
+        if not wanted:
+            yield
+            return
+        pipe = self.diffusers
+        try:
+            # diffusers switches on each adapter it loads: off again below, even when the
+            # batch's second LoRA fails to load after its first one did.
+            keep = {name for name, _ in wanted}
+            names = [self._adapter(name, specs, keep) for name, _ in wanted]
+            pipe.enable_lora()
+            pipe.set_adapters(names, [weight for _, weight in wanted])
+            yield
+        finally:
+            self._all_off()
+
+    def _all_off(self) -> None:
+        if self._adapters:  # with none loaded, the model has no LoRA layers to switch off
+            self.diffusers.disable_lora()
+
+    def _adapter(
+        self, name: str, specs: Mapping[str, LoraSettings], keep: set[str] | None = None
+    ) -> str:
+        """Return a LoRA's adapter name, loading it (from this worker's own config) if needed;
+        adapters in `keep` (this batch's) are never the ones deleted to make room."""
+        spec = specs.get(name)
+        if spec is None:
+            raise GenerationFailed(f"LoRA {name} is not configured on this worker")
+        identity = _file_identity(spec.path)
+        cached = self._adapters.get(name)
+        if cached is not None and cached[1] == identity:
+            self._adapters.move_to_end(name)
+            return cached[0]
+        if cached is not None:  # the file changed (or the name points elsewhere after reload)
+            self._drop_adapter(name)
+        spare = [old for old in self._adapters if old not in (keep or ())]
+        while spare and len(self._adapters) >= LORA_CACHE:
+            self._drop_adapter(spare.pop(0))
+        self._adapter_count += 1
+        adapter = f"lora{self._adapter_count}"  # peft names must not hold the dots names may
+        try:
+            self.diffusers.load_lora_weights(spec.path, adapter_name=adapter)
+        except (OSError, ValueError, RuntimeError, KeyError) as error:
+            raise GenerationFailed(
+                f"LoRA {name} does not fit model {self.spec.name}: {_lora_error(error)}"
+            ) from error
+        self._adapters[name] = (adapter, identity)
+        return adapter
+
+    def _drop_adapter(self, name: str) -> None:
+        adapter, _ = self._adapters.pop(name)
+        self.diffusers.delete_adapters([adapter])
+
+    def check_lora(self, name: str, spec: LoraSettings) -> str | None:
+        """Load a LoRA onto this model and keep it (disabled); return why it does not fit, or None.
+
+        diffusers checks every shape against the model's modules, in any LoRA layout it reads.
+        """
+        try:
+            self._adapter(name, {name: spec})
+        except GenerationFailed as error:
+            return error.reason
+        finally:
+            self._all_off()
+        return None
 
     def _call_oom_guarded(
         self, batch: Batch, on_step: StepCallback, should_stop: StopCheck
@@ -433,7 +533,16 @@ class Pipeline:
         self._main = None
         self._img2img = None
         self._safety = None
+        self._adapters.clear()
         self._free_memory()
+
+
+def _file_identity(path: str) -> tuple[str, int, int]:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return (path, -1, -1)
+    return (path, stat.st_size, stat.st_mtime_ns)
 
 
 def _call_arguments(batch: Batch) -> dict[str, Any]:
@@ -616,6 +725,13 @@ def _hub_hint(source: str) -> str:
         "or set engine.model to a local diffusers folder or .safetensors file; with "
         "engine.offline = true only the local cache is used."
     )
+
+
+def _lora_error(error: BaseException) -> str:
+    """Return the first shape torch refused (its whole message lists every tensor)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    mismatch = next((line for line in lines if line.startswith("size mismatch")), None)
+    return (mismatch or (lines[0] if lines else type(error).__name__))[:300]
 
 
 def _first_line(error: BaseException) -> str:

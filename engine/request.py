@@ -17,8 +17,9 @@ from enum import StrEnum
 from functools import cache
 from typing import Any
 
+from engine import loras as loras_mod
 from engine import styles as styles_mod
-from engine.config import LimitSettings, StyleSettings
+from engine.config import LimitSettings, LoraSettings, StyleSettings
 from engine.errors import BudgetExceeded, InvalidRequest, TooLarge
 from engine.models import ModelDefaults
 
@@ -61,6 +62,12 @@ class GenerationRequest:
     strength: float | None = None
     outpaint: str | None = None
     style: str | None = None
+    # LoRAs as (name, weight): as asked, a weight of None is the LoRA's default; resolved at
+    # admission to the configured names and weights.
+    loras: tuple[tuple[str, float | None], ...] = ()
+    # The person's own defaults (`/settings`) applied at admission, said with the result;
+    # None until admitted, so a re-roll or remix of a job never applies them again.
+    applied: tuple[str, ...] | None = None
     # Input images travel with the request until the job is stored (in its own table), then
     # are read back from SQLite for each run; they are never part of the JSON.
     init_png: bytes | None = field(default=None, repr=False, compare=False)
@@ -87,6 +94,10 @@ class GenerationRequest:
         names = {f.name for f in dataclasses.fields(cls)} - set(INPUT_FIELDS)
         values = {k: v for k, v in data.items() if k in names}
         values["kind"] = Kind(values.get("kind", Kind.TXT2IMG))
+        if values.get("applied") is not None:
+            values["applied"] = tuple(str(item) for item in values["applied"])
+        if "loras" in values:  # JSON lists back to tuples: batch keys compare them
+            values["loras"] = tuple((str(name), weight) for name, weight in values["loras"] or ())
         return cls(**values)
 
     @property
@@ -101,6 +112,7 @@ class GenerationRequest:
             self.guidance,
             self.scheduler,
             self.strength,
+            self.loras,
         )
 
 
@@ -185,6 +197,7 @@ def _escape(code: int) -> str:
 class _Flags:
     values: dict[str, str] = field(default_factory=dict)
     negatives: list[str] = field(default_factory=list)
+    loras: list[str] = field(default_factory=list)
 
 
 _FLAG_FIELDS = {
@@ -217,12 +230,16 @@ def parse_flags(prompt: str) -> tuple[str, _Flags]:
         value = prompt[match.end() : end].strip()
         if name == "no":
             flags.negatives.append(value)
+        elif name == "lora":  # several allowed: `--lora a:0.8 --lora b`
+            if not value:
+                raise InvalidRequest("loras", "--lora needs NAME or NAME:WEIGHT")
+            flags.loras.append(value)
         elif name in _FLAG_FIELDS:
             if not value:
                 raise InvalidRequest(_FLAG_FIELDS[name], f"--{name} needs a value")
             flags.values[_FLAG_FIELDS[name]] = value
         else:
-            known = ", ".join(f"--{n}" for n in [*_FLAG_FIELDS, "no"])
+            known = ", ".join(f"--{n}" for n in [*_FLAG_FIELDS, "no", "lora"])
             raise InvalidRequest("prompt", f"unknown flag --{name}; known flags: {known}")
     return text.strip(), flags
 
@@ -230,7 +247,7 @@ def parse_flags(prompt: str) -> tuple[str, _Flags]:
 def apply_flags(request: GenerationRequest) -> GenerationRequest:
     """Move inline flags from the prompt into the request fields (flags win over fields)."""
     text, flags = parse_flags(request.prompt)
-    if not flags.values and not flags.negatives:
+    if not flags.values and not flags.negatives and not flags.loras:
         return request
     changes: dict[str, Any] = {"prompt": text}
     converters = {"seed": int, "steps": int, "count": int, "width": int, "height": int}
@@ -246,6 +263,9 @@ def apply_flags(request: GenerationRequest) -> GenerationRequest:
     if flags.negatives:
         parts = [request.negative_prompt, *flags.negatives]
         changes["negative_prompt"] = ", ".join(p for p in parts if p.strip())
+    if flags.loras:
+        flagged = tuple(choice for text in flags.loras for choice in loras_mod.parse(text))
+        changes["loras"] = (*request.loras, *flagged)
     return dataclasses.replace(request, **changes)
 
 
@@ -285,6 +305,7 @@ def resolve(
     default_scheduler: str,
     defaults: ModelDefaults | None = None,
     styles: Mapping[str, StyleSettings] | None = None,
+    loras: Mapping[str, LoraSettings] | None = None,
 ) -> GenerationRequest:
     """Apply flags, the style and defaults, normalise text, and check every field against the
     limits.
@@ -320,6 +341,9 @@ def resolve(
         count=limits.default_count if request.count is None else request.count,
         scheduler=request.scheduler or model.scheduler or default_scheduler,
         seed=secrets.randbelow(SEED_MAX + 1) if request.seed is None else request.seed,
+        loras=loras_mod.resolve(
+            request.loras, loras or {}, str(request.model or ""), limits.max_loras
+        ),
     )
     check(resolved, limits)
     return resolved

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from engine import loras as loras_mod
 from engine.models import ModelFacts
 from engine.pngmeta import Parameters, encode_png, with_parameters
 from engine.request import SEED_MAX, GenerationRequest, Requester
@@ -78,6 +79,7 @@ class Results:
             model=job.model,
             model_hash=job.facts.model_hash,
             style=req.style or "",
+            loras=loras_mod.to_text((name, float(weight or 0)) for name, weight in req.loras),
             kind=str(req.kind),
             parent_image_id=req.source_image_id,
             source=who.source,
@@ -105,8 +107,10 @@ def parameters(job: Finished, record: ImageRecord) -> Parameters:
         extra.append(("Denoising strength", f"{job.request.strength:g}"))
     if record.kind != "txt2img":
         extra += [("Kind", record.kind), ("Source image", record.parent_image_id or "")]
+    # A1111 writes LoRAs into the prompt text as `<lora:name:0.8>` tags.
+    tags = loras_mod.prompt_tags(loras_mod.from_text(record.loras))
     return Parameters(
-        prompt=record.prompt,
+        prompt=f"{record.prompt} {tags}" if tags else record.prompt,
         negative_prompt=record.negative_prompt,
         steps=record.steps,
         sampler=record.scheduler,

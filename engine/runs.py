@@ -262,6 +262,7 @@ class BatchRunner:
             items=tuple(items),
             strength=strength,
             preview_every_steps=self.settings.preview_every_steps,
+            loras=tuple((name, float(weight or 0.0)) for name, weight in first.loras),
         )
 
     def _source_png(self, request: GenerationRequest) -> bytes:

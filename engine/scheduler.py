@@ -10,8 +10,8 @@
   that many picks beyond their fair turn for the sake of fewer model loads. A worker holding
   none of the waiting jobs' models takes the first one it can serve.
 - Batching: behind the first job, up to the worker's `max_batch` compatible jobs (same model,
-  kind, size, steps, guidance, scheduler) join it, after `engine.batch_window_s` so a burst
-  arriving over a few milliseconds runs as one call.
+  kind, size, steps, guidance, scheduler, LoRAs and their weights) join it, after
+  `engine.batch_window_s` so a burst arriving over a few milliseconds runs as one call.
 """
 
 from __future__ import annotations

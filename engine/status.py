@@ -51,6 +51,16 @@ class StyleStatus:
 
 
 @dataclass(frozen=True)
+class LoraStatus:
+    """One LoRA on offer: its name, the label people see, its default weight, its models."""
+
+    name: str
+    label: str
+    weight: float
+    models: tuple[str, ...]  # empty: every model
+
+
+@dataclass(frozen=True)
 class EngineStatus:
     """The engine as a whole; `model`, `device` and `native_px` describe the default model."""
 
@@ -73,6 +83,7 @@ class EngineStatus:
     inpaint_model: str | None = None
     outpaint_note: str = ""
     styles: tuple[StyleStatus, ...] = ()
+    loras: tuple[LoraStatus, ...] = ()
 
 
 def report(engine: Any, is_ready: bool, is_accepting: bool) -> EngineStatus:
@@ -110,6 +121,10 @@ def report(engine: Any, is_ready: bool, is_accepting: bool) -> EngineStatus:
         styles=tuple(
             StyleStatus(name, style.label or name, style.prompt, style.negative_prompt)
             for name, style in engine.settings.styles.items()
+        ),
+        loras=tuple(
+            LoraStatus(name, lora.label or name, lora.weight, lora.models)
+            for name, lora in engine.settings.loras.items()
         ),
     )
 

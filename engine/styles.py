@@ -8,12 +8,11 @@ the style's name is kept beside it.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 
 from engine.config import StyleSettings
-from engine.errors import InvalidRequest
 from engine.models import ModelDefaults
+from engine.names import find_name
 
 PLACEHOLDER = "{prompt}"
 
@@ -21,18 +20,8 @@ PLACEHOLDER = "{prompt}"
 def find(styles: Mapping[str, StyleSettings], name: str) -> tuple[str, StyleSettings]:
     """Return a style and its name as configured (case aside); raise InvalidRequest offering
     the closest names."""
-    style = styles.get(name)
-    if style is not None:
-        return name, style
-    folded = {key.casefold(): key for key in styles}
-    key = folded.get(name.casefold())
-    if key is not None:
-        return key, styles[key]
-    if not styles:
-        raise InvalidRequest("style", f"unknown style {name!r}; this server has no styles")
-    close = difflib.get_close_matches(name, styles, n=3, cutoff=0.4)
-    offer = f"did you mean {', '.join(close)}?" if close else "known: " + ", ".join(styles)
-    raise InvalidRequest("style", f"unknown style {name!r}; {offer}")
+    key = find_name(styles, name, "style", "style")
+    return key, styles[key]
 
 
 def expand(style: StyleSettings, prompt: str, negative_prompt: str) -> tuple[str, str]:

@@ -136,3 +136,37 @@ def _components(seed: int, unet_in_channels: int) -> dict[str, Any]:
         "feature_extractor": None,
         "requires_safety_checker": False,
     }
+
+
+def build_lora(
+    model_folder: Path,
+    path: Path,
+    seed: int = 1,
+    rank: int = 4,
+    block_out_channels: tuple[int, int] | None = None,
+) -> Path:
+    """Build a LoRA for the tiny model's UNet and save it as diffusers writes LoRAs; return it.
+
+    peft's `LoraConfig` on the attention projections, `lora_B` random (peft starts it at
+    zero, which would change nothing). `block_out_channels` other than the model's gives a
+    LoRA of the wrong shapes.
+    """
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(seed)
+    if block_out_channels is None:
+        unet = UNet2DConditionModel.from_pretrained(model_folder / "unet")
+    else:
+        config = dict(UNet2DConditionModel.load_config(model_folder / "unet"))
+        config["block_out_channels"] = block_out_channels
+        unet = UNet2DConditionModel.from_config(config)
+    targets = ["to_q", "to_k", "to_v", "to_out.0"]
+    unet.add_adapter(
+        LoraConfig(r=rank, lora_alpha=rank, target_modules=targets, init_lora_weights=False)
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    StableDiffusionPipeline.save_lora_weights(
+        path.parent, unet_lora_layers=get_peft_model_state_dict(unet), weight_name=path.name
+    )
+    return path

@@ -10,10 +10,12 @@ engine's loop.
 from __future__ import annotations
 
 import base64
-from collections.abc import Collection
+import math
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
+from engine.loras import MAX_LORAS, WEIGHT_MAX, WEIGHT_MIN
 from engine.models import ModelFacts
 
 
@@ -50,6 +52,7 @@ class Batch:
     items: tuple[BatchItem, ...]
     strength: float = 1.0
     preview_every_steps: int = 5
+    loras: tuple[tuple[str, float], ...] = ()  # (name, weight): each box resolves its own
 
     @property
     def job_ids(self) -> tuple[str, ...]:
@@ -81,6 +84,7 @@ class Batch:
             raise ValueError(f"unknown batch keys: {sorted(unknown)}")
         items = tuple(_item_from_json(item) for item in data.get("items", ()))
         values = {k: v for k, v in data.items() if k != "items"}
+        values["loras"] = _loras_from_json(values.get("loras", ()))
         return cls(**values, items=items)
 
 
@@ -90,14 +94,18 @@ MAX_ITEMS = 16
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 
 
-def check_batch(batch: Batch, models: Collection[str]) -> None:
+def check_batch(
+    batch: Batch, models: Collection[str], loras: Mapping[str, Collection[str]] | None = None
+) -> None:
     """Refuse a batch from the network that a front would never build; ValueError names why.
 
-    A box validates what it is sent like any request: ranges, kinds, its own models, sizes of
+    A box validates what it is sent like any request: ranges, kinds, its own models, its own
+    LoRAs (`loras`: name → the models each fits, empty for all) and their weights, sizes of
     the images in it (decoded later under Pillow's decompression-bomb limit).
     """
     rules: list[tuple[str, bool]] = [
         ("model", batch.model in models),
+        ("loras", _loras_ok(batch, loras or {})),
         ("kind", batch.kind in KINDS),
         ("scheduler", batch.scheduler in SCHEDULER_NAMES),
         ("width", _size_ok(batch.width)),
@@ -119,6 +127,35 @@ def check_batch(batch: Batch, models: Collection[str]) -> None:
     for name, is_ok in rules:
         if not is_ok:
             raise ValueError(f"batch {name} out of range or not served here")
+
+
+def _loras_ok(batch: Batch, served: Mapping[str, Collection[str]]) -> bool:
+    names = [name for name, _ in batch.loras]
+    if len(names) > MAX_LORAS or len(set(names)) != len(names):
+        return False
+    return all(
+        name in served
+        and (not served[name] or batch.model in served[name])
+        and WEIGHT_MIN <= weight <= WEIGHT_MAX
+        for name, weight in batch.loras
+    )
+
+
+def _loras_from_json(raw: Any) -> tuple[tuple[str, float], ...]:
+    """Read [[name, weight], ...]; raise ValueError on any other shape (JSON from the network)."""
+    if not isinstance(raw, list | tuple):
+        raise ValueError("batch loras: expected a list")
+    pairs = []
+    for pair in raw:
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise ValueError("batch loras: expected [name, weight] pairs")
+        name, weight = pair
+        if not isinstance(name, str) or isinstance(weight, bool):
+            raise ValueError("batch loras: expected [name, weight] pairs")
+        if not isinstance(weight, int | float) or not math.isfinite(weight):
+            raise ValueError("batch loras: a weight is not a number")
+        pairs.append((name, float(weight)))
+    return tuple(pairs)
 
 
 def _size_ok(value: Any) -> bool:

@@ -48,6 +48,25 @@ def tiny_inpaint_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tinymodel.build_inpaint(tmp_path_factory.mktemp("models") / "tiny-inpaint")
 
 
+@pytest.fixture(scope="session")
+def tiny_lora(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build a LoRA (peft, random lora_B) for the tiny UNet once per session."""
+    from engine import tinymodel
+
+    return tinymodel.build_lora(
+        tiny_model_dir, tmp_path_factory.mktemp("loras") / "fox.safetensors"
+    )
+
+
+@pytest.fixture(scope="session")
+def wide_lora(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build a LoRA for a wider UNet than the tiny one: the wrong shapes for it."""
+    from engine import tinymodel
+
+    path = tmp_path_factory.mktemp("loras") / "wide.safetensors"
+    return tinymodel.build_lora(tiny_model_dir, path, block_out_channels=(64, 128))
+
+
 @pytest.fixture
 def make_settings(tiny_model_dir: Path, tmp_path: Path) -> Callable[..., Settings]:
     """Return a factory: sections as keyword dicts override the test defaults."""

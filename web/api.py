@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, abort, current_app, jsonify, request
+from flask_wtf.csrf import CSRFProtect
 
-from engine import ImageRecord, InvalidRequest, JobView
+from engine import ApiToken, ImageRecord, InvalidRequest, JobView
 from web.context import ctx
 from web.fields import from_json
 from web.gallery import fetch, query_from
@@ -18,7 +19,23 @@ from web.openapi import document
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 MAX_LIMIT = 100
+MAX_LABEL_CHARS = 100
 _KEY = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+_TOKEN_ID = re.compile(r"[0-9a-f]{16}")
+
+
+@bp.before_request
+def protect_session_changes() -> None:
+    """Ask for the CSRF token (X-CSRFToken) on changes a signed-in person's session cookie
+    authorises; a bearer token needs none (no other site can send it)."""
+    access = ctx().access
+    if request.method in ("GET", "HEAD", "OPTIONS") or access.person() is None:
+        return
+    token = access.bearer()
+    if token and (access.token_matches(token) or access.token_requester() is not None):
+        return
+    csrf: CSRFProtect = current_app.extensions["csrf"]
+    csrf.protect()
 
 
 def image_json(image: ImageRecord) -> dict[str, Any]:
@@ -37,6 +54,7 @@ def image_json(image: ImageRecord) -> dict[str, Any]:
         "model": image.model,
         "model_hash": image.model_hash,
         "style": image.style,
+        "loras": [{"name": name, "weight": weight} for name, weight in image.lora_weights],
         "kind": image.kind,
         "parent_image_id": image.parent_image_id,
         "source": image.source,
@@ -137,6 +155,59 @@ def get_image(image_id: str) -> Response:
     """Return one image's settings and URLs, and its chain of ids (oldest first, itself last)."""
     image = visible_image(image_id)
     return jsonify({**image_json(image), "chain": [link.id for link in image_chain(image)]})
+
+
+def token_json(token: ApiToken) -> dict[str, Any]:
+    """Return a personal token's row as the API shows it (never the token)."""
+    return {
+        "id": token.id,
+        "label": token.label,
+        "created_at": token.created_at,
+        "last_used_at": token.last_used_at,
+        "revoked_at": token.revoked_at,
+    }
+
+
+def _signed_in_key() -> str:
+    """Return the signed-in person's requester key; 401 without a session (tokens cannot make
+    tokens: a leaked one must not be able to outlive its revocation)."""
+    context = ctx()
+    person = context.access.person()
+    if person is None or context.access.token_requester() is not None:
+        abort(401)
+    return context.access.requester().key
+
+
+@bp.get("/tokens")
+def list_tokens() -> Response:
+    """Return the signed-in person's personal API tokens (revoked ones too)."""
+    key = _signed_in_key()
+    tokens = ctx().library.tokens_of(key)
+    return jsonify({"tokens": [token_json(t) for t in tokens]})
+
+
+@bp.post("/tokens")
+def create_token() -> tuple[Response, int]:
+    """Make a personal API token acting as the signed-in person; it is shown this once."""
+    _signed_in_key()
+    body = request.get_json(silent=True) if request.is_json else None
+    if not isinstance(body, dict):
+        raise InvalidRequest("body", "expected a JSON object")
+    label = body.get("label", "")
+    if not isinstance(label, str) or len(label) > MAX_LABEL_CHARS:
+        raise InvalidRequest("label", f"expected text of at most {MAX_LABEL_CHARS} characters")
+    context = ctx()
+    token, row = context.library.create_token(context.access.requester(), label.strip())
+    return jsonify({**token_json(row), "token": token}), 201
+
+
+@bp.delete("/tokens/<token_id>")
+def revoke_token(token_id: str) -> tuple[str, int]:
+    """Revoke one of the signed-in person's tokens; it stops working at once."""
+    key = _signed_in_key()
+    if not _TOKEN_ID.fullmatch(token_id) or not ctx().library.revoke_token(token_id, key):
+        abort(404)
+    return "", 204
 
 
 @bp.get("/openapi.json")

@@ -6,13 +6,31 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Request, request
+from flask import Flask, Request, jsonify, render_template, request
+from flask.typing import ResponseReturnValue
 from flask_limiter import Limiter
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from engine import EngineBridge, Settings
-from web import account, api, edit, errors, gallery, generate, images, ops, security
+from web import (
+    account,
+    age,
+    api,
+    boards,
+    bulk,
+    edit,
+    errors,
+    gallery,
+    generate,
+    images,
+    moderation,
+    ops,
+    preferences,
+    security,
+    signin,
+)
 from web.context import Context, ctx
 from web.security import Access
 from web.server import GalleryServer
@@ -71,7 +89,7 @@ def create_app(settings: Settings, engine_bridge: EngineBridge) -> Flask:
     )
     app.debug = debug
     app.url_map.merge_slashes = False  # "//etc/passwd" is a 404, not a redirect
-    access = Access(settings)
+    access = Access(settings, engine_bridge.library)
     limiter = Limiter(
         key_func=access.rate_key,
         app=app,
@@ -85,12 +103,23 @@ def create_app(settings: Settings, engine_bridge: EngineBridge) -> Flask:
     # Before CSRFProtect's own hook, which reads the form (and so the body) first.
     app.before_request(_allow_uploads(upload_body_bytes(settings)))
     csrf = CSRFProtect(app)
-    for blueprint in (gallery.bp, images.bp, generate.bp, edit.bp, account.bp, ops.bp):
+    pages = (gallery.bp, images.bp, generate.bp, edit.bp, account.bp, ops.bp, signin.bp)
+    people = (preferences.bp, moderation.bp, boards.bp, bulk.bp, age.bp)
+    for blueprint in (*pages, *people):
         app.register_blueprint(blueprint)
+    signin.install(app, settings)
+    if web.trusted_proxies:
+        # Only as many X-Forwarded-* hops as there are proxies of ours: the rest are forged.
+        hops = web.trusted_proxies
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
+        )
     # The JSON API takes no cookies' word for it: JSON bodies (which a cross-site form cannot
     # send) and, for token-protected actions, a bearer token.
     csrf.exempt(api.bp)
+    # ...except where a signed-in person's session cookie authorises a change (see api.py).
     app.register_blueprint(api.bp)
+    app.before_request(_members_only(access))
     for endpoint in RATE_LIMITED:
         view = app.view_functions[endpoint]
         limited = limiter.limit(web.generate_rate_limit, methods=["POST"])(view)
@@ -106,6 +135,7 @@ def create_app(settings: Settings, engine_bridge: EngineBridge) -> Flask:
     errors.register(app)
     security.install(app)
     app.context_processor(_template_globals)
+    app.add_template_global(boards.my_boards, "my_boards")
     app.add_template_filter(_when, "when")
     return app
 
@@ -118,6 +148,39 @@ def _allow_uploads(limit: int) -> Callable[[], None]:
     return allow
 
 
+# What an anonymous visitor of a members-only gallery may still reach: signing in and health.
+OPEN_ENDPOINTS = frozenset(
+    {
+        "static",
+        "signin.login",
+        "signin.callback",
+        "signin.page",
+        "signin.logout",
+        "account.login_form",
+        "account.login",
+        "account.logout",
+        "ops.healthz",
+        "ops.favicon",
+    }
+)
+
+
+def _members_only(access: Access) -> Callable[[], ResponseReturnValue | None]:
+    """With `web.browse = "members"`, answer everything but signing in with 401 to outsiders."""
+
+    def guard() -> ResponseReturnValue | None:
+        if access.settings.web.browse != "members" or request.endpoint in OPEN_ENDPOINTS:
+            return None
+        if access.may_browse():
+            return None
+        if errors.wants_json() or request.path.startswith("/files/"):
+            return jsonify({"error": "sign_in", "message": "Sign in with Discord first."}), 401
+        next_path = signin.local_path(request.full_path.rstrip("?"))
+        return render_template("signin.html", error=None, next_path=next_path), 401
+
+    return guard
+
+
 def _template_globals() -> dict[str, Any]:
     context = ctx()
     return {
@@ -128,6 +191,9 @@ def _template_globals() -> dict[str, Any]:
         "may_generate": context.access.may_generate(),
         "may_browse": context.access.may_browse(),
         "has_admin_token": bool(context.settings.secrets.admin_token),
+        "has_signin": signin.signin() is not None,
+        "person": context.access.person(),
+        "is_moderator": context.access.is_moderator(),
     }
 
 

@@ -8,13 +8,14 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from engine import GenerationRequest, ImageRecord, InvalidRequest, Kind
+from engine import GenerationRequest, ImageRecord, InvalidRequest, Kind, parse_loras
 
 TEXT_FIELDS = ("prompt", "negative_prompt", "scheduler", "aspect", "model", "style")
 INT_FIELDS = ("width", "height", "steps", "seed", "count")
 FLOAT_FIELDS = ("guidance",)
 API_FIELDS = (
-    *TEXT_FIELDS, *INT_FIELDS, *FLOAT_FIELDS, "kind", "source_image_id", "strength", "outpaint"
+    *TEXT_FIELDS, *INT_FIELDS, *FLOAT_FIELDS, "kind", "source_image_id", "strength", "outpaint",
+    "loras",
 )  # fmt: skip
 API_KINDS = (Kind.TXT2IMG, Kind.VARIATION, Kind.UPSCALE, Kind.IMG2IMG, Kind.OUTPAINT)
 OUTPAINTS = ("zoom_1.5", "zoom_2", "left", "right", "up", "down")
@@ -74,8 +75,18 @@ def from_json(body: Any) -> GenerationRequest:
         if values.get(name) is not None and not isinstance(values[name], str):
             raise InvalidRequest(name, "expected text")
     values["kind"] = _api_kind(values.get("kind"))
+    values["loras"] = _api_loras(values.get("loras"))
     _check_image_fields(values)
     return GenerationRequest(**values)
+
+
+def _api_loras(value: Any) -> tuple[tuple[str, float | None], ...]:
+    """Read `["fox:0.8", "ink"]` (the engine checks names, weights and how many)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise InvalidRequest("loras", "expected a list of NAME or NAME:WEIGHT texts")
+    return tuple(choice for item in value for choice in parse_loras(item))
 
 
 def _api_kind(value: Any) -> Kind:
@@ -123,9 +134,10 @@ def _whole(value: Any) -> Any:
 
 
 def prefill(image: ImageRecord) -> dict[str, str]:
-    """Return form values that reproduce a stored image."""
+    """Return form values that reproduce a stored image (its LoRAs as `--lora` flags)."""
+    flags = "".join(f" --lora {name}:{weight:g}" for name, weight in image.lora_weights)
     return {
-        "prompt": image.prompt,
+        "prompt": image.prompt + flags,
         "negative_prompt": image.negative_prompt,
         "width": str(image.width),
         "height": str(image.height),

@@ -12,11 +12,22 @@ from flask.typing import ResponseReturnValue
 from engine import ImageQuery, ImageRecord, InvalidRequest
 from web.context import Context, ctx
 from web.fields import parse_day
+from web.images import may_see_sensitive
 
 bp = Blueprint("gallery", __name__)
 
 SOURCES = ("discord", "web")
-FILTER_KEYS = ("q", "source", "author", "author_name", "since", "until", "favourites", "style")
+FILTER_KEYS = (
+    "q",
+    "source",
+    "author",
+    "author_name",
+    "since",
+    "until",
+    "favourites",
+    "style",
+    "mine",
+)
 # Filters folded behind "Filters" on narrow screens; open when one of them is in use.
 NARROWING_KEYS = ("source", "author_name", "since", "until", "favourites")
 
@@ -40,16 +51,21 @@ def query_from(args: Mapping[str, str], context: Context, limit: int) -> ImageQu
     favourites_of = None
     if args.get("favourites", "") in ("1", "true", "on"):
         favourites_of = context.access.requester().key
+    author_id = args.get("author", "").strip()[:100] or None
+    if args.get("mine", "") in ("1", "true", "on"):
+        # My images: the signed-in person's (from Discord and the web alike), else this browser's.
+        me = context.access.requester()
+        source, author_id = me.source, me.user_id
     return ImageQuery(
         text=args.get("q", "")[:200],
         source=source,
-        author_id=args.get("author", "").strip()[:100] or None,
+        author_id=author_id,
         author_name=args.get("author_name", "").strip()[:100] or None,
         since=parse_day(args.get("since"), "since"),
         until=parse_day(args.get("until"), "until", end=True),
         favourites_of=favourites_of,
         style=args.get("style", "").strip()[:64] or None,
-        include_nsfw=context.settings.web.nsfw_images != "hide" or context.access.is_admin(),
+        include_nsfw=may_see_sensitive(context),
         before=int(cursor) if cursor else None,
         limit=limit,
     )
@@ -80,9 +96,14 @@ def index() -> ResponseReturnValue:
         kept = {k: v for k, v in args.items() if v and k != "cursor"}
         next_url = "/?" + urlencode({**kept, "cursor": page.next_cursor})
     is_filtered = any(args[k] for k in FILTER_KEYS)
+    person = context.access.person()
     return render_template(
         "gallery.html",
         page=page,
+        asks_age=person is not None
+        and context.access.is_member()
+        and context.settings.web.nsfw_images != "hide"
+        and not may_see_sensitive(context),
         args=args,
         next_url=next_url,
         is_first_page=not args["cursor"],

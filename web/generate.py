@@ -15,6 +15,7 @@ from engine import (
     InvalidRequest,
     JobView,
     NotFound,
+    Preferences,
 )
 from engine.demo import EXAMPLES as DEMO_EXAMPLES
 from engine.demo import GRAMMAR as DEMO_GRAMMAR
@@ -36,6 +37,7 @@ JOB_ID_CHARS = set("0123456789abcdef")
 
 
 def _form(values: dict[str, str], errors: dict[str, str], status: int = 200) -> Any:
+    mine = my_defaults()
     is_open = any(name in errors for name in ADVANCED) or any(values.get(n) for n in ADVANCED)
     is_demo = ctx().model().is_demo
     source = values.get("source_image_id", "")
@@ -54,8 +56,34 @@ def _form(values: dict[str, str], errors: dict[str, str], status: int = 200) -> 
         demo_examples=DEMO_EXAMPLES if is_demo else (),
         init=visible_image(source) if source else None,
         upload_limit=size_text(ctx().settings.limits.max_upload_bytes),
+        mine=mine,
+        mine_text=defaults_text(mine),
     )
     return html, status
+
+
+def my_defaults() -> Preferences | None:
+    """Return the signed-in person's own defaults (`/settings`), or None for anyone else."""
+    context = ctx()
+    if context.access.person() is None:
+        return None
+    mine = context.bridge.preferences(context.access.requester())
+    return None if mine.is_default else mine
+
+
+def defaults_text(mine: Preferences | None) -> str:
+    """Return the form fields a person's defaults fill in, as the form's hint says them."""
+    if mine is None:
+        return ""
+    parts = [
+        f"aspect {mine.aspect}" if mine.aspect else "",
+        f"steps {mine.steps}" if mine.steps is not None else "",
+        f"guidance {mine.guidance:g}" if mine.guidance is not None else "",
+        "a negative prompt" if mine.negative_prompt else "",
+        f"model {mine.model}" if mine.model else "",
+        f"style {mine.style}" if mine.style else "",
+    ]
+    return ", ".join(part for part in parts if part)
 
 
 @bp.get("/generate")
@@ -136,7 +164,7 @@ def job_page(job_id: str) -> str:
         job=job,
         images=images,
         may_cancel=job.state in ("queued", "running")
-        and (requester.key == job.requester.key or context.access.is_admin()),
+        and (requester.key == job.requester.key or context.access.is_moderator()),
     )
 
 

@@ -6,7 +6,16 @@ import os
 import re
 from pathlib import Path
 
-from flask import Blueprint, Response, abort, redirect, render_template, request, send_file
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    session,
+)
 from flask.typing import ResponseReturnValue
 
 from engine import ImageRecord, NotFound
@@ -28,10 +37,31 @@ DERIVED_WORDS = {
 }
 
 
+AGE_KEY = "age_ok"  # the session's note that this signed-in person confirmed the age notice
+
+
+def may_see_sensitive(context: Context) -> bool:
+    """Return whether this client may see age-restricted and flagged images (blurred).
+
+    Moderators always; with `web.nsfw_images = "hide"` nobody else; with sign in with Discord
+    configured, only members of `web.guild_id` who confirmed the age notice (`/age`) in this
+    session; otherwise everyone who may browse.
+    """
+    access = context.access
+    if access.is_moderator():
+        return True
+    if context.settings.web.nsfw_images == "hide":
+        return False
+    if not context.settings.web.discord_client_id:
+        return True
+    person = access.person()
+    return person is not None and access.is_member() and session.get(AGE_KEY) == person.user_id
+
+
 def is_hidden_nsfw(image: ImageRecord, context: Context) -> bool:
     """Return whether config hides this image from this client."""
     is_nsfw = image.is_nsfw_channel or image.is_flagged
-    return is_nsfw and context.settings.web.nsfw_images == "hide" and not context.access.is_admin()
+    return is_nsfw and not may_see_sensitive(context)
 
 
 def visible_image(image_id: str) -> ImageRecord:
@@ -115,7 +145,7 @@ def page(image_id: str) -> str:
         is_blurred=(image.is_nsfw_channel or image.is_flagged)
         and context.settings.web.nsfw_images == "blur",
         is_favourite=context.library.is_favourite(image.id, requester.key),
-        may_delete=context.access.is_admin()
+        may_delete=context.access.is_moderator()
         or context.access.is_mine(image.source, image.author_id),
         nonces={"variation": new_nonce(), "upscale": new_nonce()},
     )

@@ -17,6 +17,7 @@ KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
 JOB_ID_PATTERN = r"^[0-9a-f]{1,32}$"
 IMAGE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 CURSOR_PATTERN = r"^[0-9]{1,18}$"
+TOKEN_ID_PATTERN = r"^[0-9a-f]{16}$"
 
 _REFUSALS = {
     "400": "Malformed: a field out of its range, an unknown field, not JSON",
@@ -89,6 +90,7 @@ def _fields(
         }
     return {
         **style,
+        **_lora_field(settings),
         "prompt": {
             "type": "string",
             "minLength": 1,
@@ -135,6 +137,24 @@ def _fields(
             "pattern": KEY_PATTERN,
             "description": "The same key twice queues one job (the Idempotency-Key header wins)",
         },
+    }
+
+
+def _lora_field(settings: Settings) -> dict[str, Any]:
+    """Return the `loras` field, or nothing without LoRAs (any name would be refused)."""
+    if not settings.loras:
+        return {}
+    names = "|".join(name.replace(".", r"\.") for name in settings.loras)  # [A-Za-z0-9._-]
+    weight = r"-?(?:[01](?:\.[0-9]{1,3})?|2(?:\.0{1,3})?)"  # -2 to 2
+    return {
+        "loras": {
+            "type": "array",
+            "maxItems": settings.limits.max_loras,
+            "uniqueItems": True,
+            "items": {"type": "string", "pattern": f"^(?:{names})(?::{weight})?$"},
+            "description": "LoRAs as NAME or NAME:WEIGHT (weight -2 to 2, default the LoRA's "
+            "own), each named once and fitting the model",
+        }
     }
 
 
@@ -235,6 +255,13 @@ def _image_schema() -> dict[str, Any]:
             },
             "message_url": {"type": ["string", "null"]},
             "is_nsfw": {"type": "boolean"},
+            "loras": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"name": {"type": "string"}, "weight": {"type": "number"}},
+                },
+            },
         },
     }
 
@@ -263,6 +290,87 @@ def _schemas(
                 "next_cursor": {"type": ["string", "null"]},
             },
         },
+        **_token_schemas(),
+    }
+
+
+def _token_schemas() -> dict[str, Any]:
+    moment = {"type": ["number", "null"]}
+    token = {
+        "type": "object",
+        "required": ["id", "label", "created_at", "last_used_at", "revoked_at"],
+        "properties": {
+            "id": {"type": "string", "pattern": TOKEN_ID_PATTERN},
+            "label": {"type": "string"},
+            "created_at": {"type": "number"},
+            "last_used_at": moment,
+            "revoked_at": moment,
+        },
+    }
+    new = {
+        **token,
+        "required": [*token["required"], "token"],
+        "properties": {**token["properties"], "token": {"type": "string"}},  # type: ignore[dict-item]
+    }
+    listing = {
+        "type": "object",
+        "required": ["tokens"],
+        "properties": {
+            "tokens": {"type": "array", "items": {"$ref": "#/components/schemas/Token"}}
+        },
+    }
+    return {"Token": token, "NewToken": new, "TokenList": listing}
+
+
+def _tokens() -> dict[str, Any]:
+    """Personal API tokens: made and revoked by a person signed in with Discord (session
+    cookie and X-CSRFToken), used as `Authorization: Bearer imt_…`."""
+    unsigned = _error("Not signed in with Discord (a token cannot manage tokens)")
+    return {
+        "/api/v1/tokens": {
+            "get": {
+                "summary": "The signed-in person's personal API tokens (never the tokens).",
+                "operationId": "listTokens",
+                "security": [{"discordSession": []}],
+                "responses": {"200": _ok("Their tokens", "TokenList"), "401": unsigned},
+            },
+            "post": {
+                "summary": "Make a personal API token acting as the signed-in person; the token"
+                " is in this answer only (stored hashed).",
+                "operationId": "createToken",
+                "security": [{"discordSession": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"label": {"type": "string", "maxLength": 100}},
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": _ok("The new token", "NewToken"),
+                    "400": _error("Not a JSON object, a label too long, or no CSRF token"),
+                    "401": unsigned,
+                },
+            },
+        },
+        "/api/v1/tokens/{token_id}": {
+            "delete": {
+                "summary": "Revoke one of the signed-in person's tokens; it stops at once.",
+                "operationId": "revokeToken",
+                "security": [{"discordSession": []}],
+                "parameters": [_path("token_id", TOKEN_ID_PATTERN)],
+                "responses": {
+                    "204": {"description": "Revoked"},
+                    "400": _error("No CSRF token"),
+                    "401": unsigned,
+                    "404": _error("No such live token of theirs"),
+                },
+            }
+        },
     }
 
 
@@ -273,7 +381,7 @@ def _generations() -> dict[str, Any]:
     return {
         "summary": "Queue a generation; answers at once with the job id.",
         "operationId": "createGeneration",
-        "security": [{}, {"adminToken": []}],
+        "security": [{}, {"adminToken": []}, {"personalToken": []}],
         "parameters": [
             {
                 "name": "Idempotency-Key",
@@ -315,6 +423,11 @@ def _list_images() -> dict[str, Any]:
                 "favourites", "1: only this client's favourites", {"type": "string", "enum": ["1"]}
             ),
             _query(
+                "mine",
+                "1: only images by the caller (the signed-in person, from Discord or the web)",
+                {"type": "string", "enum": ["1"]},
+            ),
+            _query(
                 "cursor",
                 "next_cursor from the previous page",
                 {"type": "string", "pattern": CURSOR_PATTERN},
@@ -350,7 +463,11 @@ def document(
                     "schema": {"type": "string", "pattern": "^[0-9]+$"},
                 }
             },
-            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "adminToken": {"type": "http", "scheme": "bearer"},
+                "personalToken": {"type": "http", "scheme": "bearer"},
+                "discordSession": {"type": "apiKey", "in": "cookie", "name": "session"},
+            },
         },
         "paths": {
             "/api/v1/generations": {"post": _generations()},
@@ -382,6 +499,7 @@ def document(
                 }
             },
             "/api/v1/images": {"get": _list_images()},
+            **_tokens(),
             "/api/v1/images/{image_id}": {
                 "get": {
                     "summary": "One image: every setting and its file URL.",

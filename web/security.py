@@ -12,9 +12,10 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
-from flask import Flask, Response, abort, current_app, request, session
+from flask import Flask, Response, abort, current_app, g, request, session
 
-from engine import ConfigError, Requester, Settings
+from engine import ConfigError, Library, Requester, Settings
+from web.people import Person, current_person
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,19 @@ def add_headers(response: Response) -> Response:
 class Access:
     """Decide identity and rights from the signed session cookie or an API token."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, library: Library | None = None) -> None:
         self.settings = settings
+        self.library = library
+
+    def token_requester(self) -> Requester | None:
+        """Return who this request's personal API token acts as (looked up each request, so a
+        revoked token stops at once), or None."""
+        if "token_requester" not in g:
+            token = self.bearer()
+            found = self.library.token_requester(token) if token and self.library else None
+            g.token_requester = found
+        value: Requester | None = g.token_requester
+        return value
 
     def token_matches(self, token: str) -> bool:
         """Return whether a token equals the configured admin token (constant time)."""
@@ -141,6 +153,33 @@ class Access:
         token = self.bearer()
         return bool(token) and self.token_matches(token)
 
+    def person(self) -> Person | None:
+        """Return the person signed in with Discord (only while sign-in is configured)."""
+        if not self.settings.web.discord_client_id:
+            return None
+        return current_person(session)
+
+    def is_member(self) -> bool:
+        """Return whether this client is a member of `web.guild_id` (signed in, or by the
+        personal token of one)."""
+        by_token = self.token_requester()
+        if by_token is not None:
+            guild = self.settings.web.guild_id
+            return bool(guild) and by_token.guild_id == guild
+        person = self.person()
+        return person is not None and person.is_member
+
+    def is_moderator(self) -> bool:
+        """Return whether this client moderates: the admin token, or a member who moderates on
+        Discord (a role in `moderation.moderator_roles`, or Manage Messages in the guild)."""
+        if self.is_admin():
+            return True
+        if not self.is_member():
+            return False
+        who = self.requester()
+        roles = set(self.settings.moderation.moderator_roles)
+        return who.is_moderator or bool(roles.intersection(who.role_ids))
+
     def client_id(self) -> str:
         """Return this browser's stable id, kept in the signed session cookie."""
         value = session.get("cid")
@@ -154,6 +193,12 @@ class Access:
         """Return the engine's view of who asks."""
         if self.is_admin():
             return Requester(source="web", user_id=ADMIN_ID, name="admin", is_moderator=True)
+        by_token = self.token_requester()
+        if by_token is not None:
+            return by_token
+        person = self.person()
+        if person is not None:
+            return person.requester(self.settings.web.guild_id)
         client = self.client_id()
         return Requester(source="web", user_id=client, name=f"web-{client[:6]}")
 
@@ -163,7 +208,9 @@ class Access:
         API clients rarely keep cookies; a fresh id per request would dodge per-user limits and
         make an Idempotency-Key retry queue a second job.
         """
-        if self.is_admin() or isinstance(session.get("cid"), str):
+        if self.is_admin() or self.token_requester() or self.person():
+            return self.requester()
+        if isinstance(session.get("cid"), str):
             return self.requester()
         address = request.remote_addr or "unknown"
         client = "api-" + hashlib.sha256(address.encode()).hexdigest()[:12]
@@ -178,11 +225,16 @@ class Access:
         token = self.bearer()
         if token and self.token_matches(token):
             return "token:admin"
+        if token and self.token_requester() is not None:
+            return "token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
         return f"addr:{request.remote_addr or 'unknown'}"
 
     def may_browse(self) -> bool:
         """Return whether this client may see the gallery."""
-        return self.settings.web.browse == "public" or self.is_admin()
+        mode = self.settings.web.browse
+        if mode == "public" or self.is_admin():
+            return True
+        return mode == "members" and (self.is_member() or self.is_moderator())
 
     def require_browse(self) -> None:
         """Abort with 403 unless browsing is allowed."""
@@ -192,7 +244,11 @@ class Access:
     def may_generate(self) -> bool:
         """Return whether this client may queue jobs."""
         mode = self.settings.web.generate
-        return mode == "open" or (mode == "token" and self.is_admin())
+        if mode == "open":
+            return True
+        if mode == "members":
+            return self.is_member() or self.is_admin()
+        return mode == "token" and self.is_admin()
 
     def require_generate(self) -> None:
         """Abort with 403 unless generating is allowed."""
@@ -200,7 +256,13 @@ class Access:
             abort(403)
 
     def is_mine(self, source: str, author_id: str) -> bool:
-        """Return whether a record was made by this client."""
+        """Return whether a record was made by this client (or this signed-in person)."""
+        person = self.person()
+        if person is not None and source == "discord":
+            return author_id == person.user_id
+        by_token = self.token_requester()
+        if by_token is not None:
+            return source == by_token.source and author_id == by_token.user_id
         if source != "web":
             return False
         if self.is_admin() and author_id == ADMIN_ID:

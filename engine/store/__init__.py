@@ -3,6 +3,7 @@
 from engine.store.database import Database
 from engine.store.errors import StoreError
 from engine.store.images import fts_query
+from engine.store.people import ApiToken, Board
 from engine.store.records import (
     ACTIVE_STATES,
     FINAL_STATES,
@@ -22,8 +23,10 @@ __all__ = [
     "ACTIVE_STATES",
     "FINAL_STATES",
     "SCHEMA_VERSION",
+    "ApiToken",
     "AuditEntry",
     "Ban",
+    "Board",
     "Database",
     "ImagePage",
     "ImageQuery",

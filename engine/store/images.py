@@ -24,7 +24,7 @@ _COLUMNS = [
     "id", "job_id", "idx", "seed", "width", "height", "prompt", "negative_prompt", "steps",
     "guidance", "scheduler", "model", "kind", "parent_image_id", "source", "author_id",
     "author_name", "guild_id", "channel_id", "is_nsfw_channel", "is_flagged", "seconds",
-    "created_at", "file_name", "message_url", "model_hash", "style",
+    "created_at", "file_name", "message_url", "model_hash", "style", "loras",
 ]  # fmt: skip
 
 

@@ -240,12 +240,17 @@ class JobRows:
         self.db.transaction(update)
 
     def undelivered(self, source: str) -> list[JobRecord]:
-        """Return finished jobs of one frontend that were not delivered yet."""
+        """Return finished jobs one frontend made (its key in the origin) not delivered yet.
+
+        By origin, not by requester: a person signed in to the gallery with Discord is a
+        `discord:` requester, but the web has nothing to deliver to Discord for them.
+        """
         rows = self.db.connection().execute(
             "SELECT * FROM jobs WHERE delivered_at IS NULL"
             " AND state IN ('done', 'failed', 'cancelled')"
-            " AND requester_key LIKE ? ORDER BY seq",
-            (source + ":%",),
+            " AND requester_key LIKE ? AND json_type(origin, '$.' || ?) = 'object'"
+            " ORDER BY seq",
+            (source + ":%", source),
         )
         return [job_of(row) for row in rows]
 

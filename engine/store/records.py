@@ -83,7 +83,14 @@ class ImageRecord:
     is_deleted: bool = False
     model_hash: str = ""
     style: str = ""
+    loras: str = ""  # `name:0.8 other:1`: the LoRAs and weights it was made with
     n: int = 0
+
+    @property
+    def lora_weights(self) -> tuple[tuple[str, float], ...]:
+        """Return the LoRAs it was made with as (name, weight), in the order asked."""
+        pairs = (part.rpartition(":") for part in self.loras.split())
+        return tuple((name, float(weight)) for name, _, weight in pairs)
 
 
 @dataclass(frozen=True)

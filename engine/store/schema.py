@@ -145,7 +145,48 @@ V6 = [
     "CREATE INDEX IF NOT EXISTS jobs_message ON jobs(json_extract(delivery, '$.message_id'))",
 ]
 
-MIGRATIONS: list[list[str]] = [V1, V2, V3, V4, V5, V6]
+# Version 7 (your settings): per-person defaults for /imagine and the web form.
+V7 = [
+    """CREATE TABLE IF NOT EXISTS preferences (
+        user_key TEXT PRIMARY KEY,
+        data TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    )"""
+]
+
+# Version 8 (LoRAs): the LoRAs an image was made with, as `name:0.8 other:1` ("" for none).
+V8 = ["ALTER TABLE images ADD COLUMN loras TEXT NOT NULL DEFAULT ''"]
+
+# Version 9 (people on the web): personal API tokens (hashed) and boards; likes are favourites.
+V9: list[str] = [
+    """CREATE TABLE IF NOT EXISTS api_tokens (
+        id TEXT PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE,
+        user_key TEXT NOT NULL,
+        requester TEXT NOT NULL,
+        label TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        last_used_at REAL,
+        revoked_at REAL
+    )""",
+    "CREATE INDEX IF NOT EXISTS api_tokens_user ON api_tokens(user_key, created_at)",
+    """CREATE TABLE IF NOT EXISTS boards (
+        id TEXT PRIMARY KEY,
+        owner_key TEXT NOT NULL,
+        name TEXT NOT NULL,
+        is_public INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS boards_owner ON boards(owner_key, created_at)",
+    """CREATE TABLE IF NOT EXISTS board_images (
+        board_id TEXT NOT NULL REFERENCES boards(id) ON DELETE CASCADE,
+        image_id TEXT NOT NULL,
+        added_at REAL NOT NULL,
+        PRIMARY KEY (board_id, image_id)
+    )""",
+]
+
+MIGRATIONS: list[list[str]] = [V1, V2, V3, V4, V5, V6, V7, V8, V9]
 VERSION = len(MIGRATIONS)
 
 

@@ -16,12 +16,14 @@ from engine.store.files import ImageFiles
 from engine.store.images import ImageRows
 from engine.store.jobs import JobRows
 from engine.store.moderation import ModerationRows
+from engine.store.people import PeopleRows
+from engine.store.preferences import PreferenceRows
 from engine.store.starboard import StarboardRows
 
 DB_NAME = "imagine.sqlite3"
 
 
-class Store(JobRows, ImageRows, ModerationRows, StarboardRows):
+class Store(JobRows, ImageRows, ModerationRows, StarboardRows, PreferenceRows, PeopleRows):
     """SQLite records plus the image files under one data directory."""
 
     def __init__(self, data_dir: str | os.PathLike[str], busy_timeout_s: float = 10.0) -> None:

@@ -150,6 +150,58 @@ async def test_the_program_answers_imagine_end_to_end_and_stops_on_sigterm(
     assert fake.token not in process.output
 
 
+async def test_settings_chosen_in_the_program_hold_across_a_restart(
+    fake: FakeDiscord, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The user's walk: /settings → 16:9, a plain /imagine is wide; after a restart, still."""
+    config = write_config(tmp_path / "config.toml", tiny_model_dir, tmp_path / "data", fake)
+    alice = fake.user("alice")
+
+    async def wide_result() -> bool:
+        handle = await fake.send_slash_command(
+            fake.guild.id, fake.text_channel.id, alice, "imagine", {"prompt": "a fox"}
+        )
+
+        def result() -> discord.Embed | None:
+            message = fake.original_response(handle.token)
+            done = message and message.attachments and message.embeds
+            return discord.Embed.from_dict(message.embeds[0]) if done else None
+
+        embed = await wait_for(result, 60)
+        size = next(f.value for f in embed.fields if f.name == "Size")
+        width, height = (int(side) for side in str(size).split("×"))
+        return width > height
+
+    process = await Process.start(config, fake.token)
+    await fake.wait_ready(timeout_s=60)
+    await wait_for(lambda: fake.commands(), 30)
+    opened = await fake.send_slash_command(
+        fake.guild.id, fake.text_channel.id, alice, "settings", {}
+    )
+    panel = await wait_for(lambda: fake.original_response(opened.token), 30)
+    chose = await fake.press_button(
+        panel.id, "imagine:set:aspect", alice, component_type=3, values=["16:9"]
+    )
+    await fake.wait_for_call(lambda c: c.path.startswith(f"/api/v10/interactions/{chose.id}/"))
+    assert await wide_result()
+    process.proc.send_signal(signal.SIGTERM)
+    assert await process.exit_code() == 0
+
+    old_session = fake.gateway.session
+    again = await Process.start(config, fake.token)
+
+    def fresh_ready() -> bool:
+        session = fake.gateway.session
+        is_new = session is not None and session is not old_session
+        return bool(is_new and session.connection is not None and fake.gateway.is_ready.is_set())
+
+    await wait_for(fresh_ready, 60)
+    await asyncio.sleep(0.5)  # discord.py's on_ready follows READY (guild_ready_timeout)
+    assert await wide_result()
+    again.proc.send_signal(signal.SIGTERM)
+    assert await again.exit_code() == 0
+
+
 async def test_refused_intents_exit_2_with_one_clear_line(tiny_model_dir: Path, tmp_path: Path):
     refused = discord.Intents(guilds=True).value
     async with FakeDiscord(point_discord_py=False, disallowed_intents=refused) as fake:

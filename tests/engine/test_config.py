@@ -51,7 +51,7 @@ def test_example_config_is_valid() -> None:
         ("[limits]\nmin_size_px = 512\nmax_size_px = 256\n", "limits.min_size_px", "must not"),
         ("[limits]\nmax_size_px = 1001\n", "limits.max_size_px", "multiple of 8"),
         ("[limits.roles.123]\nmax_count = 9\n", "limits.roles.123.max_count", "1–4"),
-        ("[web]\nbrowse = 'maybe'\n", "web.browse", "public, off"),
+        ("[web]\nbrowse = 'maybe'\n", "web.browse", "public, members, off"),
         ("[moderation]\nblocklist = 'gore'\n", "moderation.blocklist", "list of strings"),
         ("[bot]\nprogress_interval_s = inf\n", "bot.progress_interval_s", "expected a number"),
     ],

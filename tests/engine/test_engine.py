@@ -390,8 +390,12 @@ async def test_delivery_is_marked_once(
     make_engine: EngineFactory, make_request: Any, make_requester: Any
 ) -> None:
     engine = await make_engine()
-    job = await engine.submit(make_request(), make_requester(source="discord"))
+    person = make_requester(source="discord")
+    job = await engine.submit(make_request(), person, origin={"discord": {"token": "t"}})
+    # The same person signed in to the gallery: nothing for the bot to deliver.
+    on_the_web = await engine.submit(make_request(), person, origin={"web": "form"})
     await wait_done(engine, job.id)
+    await wait_done(engine, on_the_web.id)
     await asyncio.sleep(0.1)
     assert [v.id for v in engine.undelivered("discord")] == [job.id]
     assert await engine.mark_delivered(job.id, {"message_id": "1"})

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import BodyPartReader, hdrs, web
 
 from . import discord_limits as limits
+from .discord_oauth import OAuth
 from .discord_world import (
     EPHEMERAL,
     LOADING,
@@ -105,6 +106,10 @@ class RestApi:
         self.interactions: dict[str, FakeInteraction] = {}
         self.commands: dict[int | None, list[dict[str, Any]]] = {}
         self.dm_channels: dict[int, int] = {}
+        # Users who turned off DMs from server members: a bot's DM to them is 403 50007.
+        self.closed_dms: set[int] = set()
+        # Sign in with Discord: /oauth2/authorize, the token route and bearer-token reads.
+        self.oauth = OAuth(world)
         # Set by FakeDiscord: sends MESSAGE_REACTION_ADD/REMOVE for a reaction the bot made.
         self.on_reaction: ReactionListener | None = None
         app = r"(?P<app>\d+)"
@@ -139,6 +144,7 @@ class RestApi:
             ("GET", reaction, self.reaction_users),
             ("GET", r"/guilds/(?P<guild>\d+)", self.get_guild),
             ("GET", r"/guilds/(?P<guild>\d+)/channels", self.get_guild_channels),
+            ("GET", r"/guilds/(?P<guild>\d+)/roles", self.get_guild_roles),
             ("GET", r"/guilds/(?P<guild>\d+)/members/(?P<user>\d+)", self.get_member),
             ("GET", r"/users/(?P<user>\d+)", self.get_user),
             ("POST", "/users/@me/channels", self.open_dm),
@@ -163,6 +169,9 @@ class RestApi:
     async def _answer(self, request: web.Request, call: Call) -> web.StreamResponse:
         if call.path.startswith("/attachments/"):
             return self._serve_attachment(call)
+        signed_in = await self.oauth.handle(request, call)
+        if signed_in is not None:
+            return signed_in
         if not call.path.startswith(API_PREFIX):
             return error(404, 0, "404: Not Found")
         path = call.path.removeprefix(API_PREFIX)
@@ -531,6 +540,8 @@ class RestApi:
         is_dm = channel_id in self.dm_channels.values()
         if channel is None and not is_dm:
             return error(*UNKNOWN_CHANNEL)
+        if is_dm and any(self.dm_channels.get(u) == channel_id for u in self.closed_dms):
+            return error(403, 50007, "Cannot send messages to this user")
         payload = call.json or {}
         if guild is not None and channel is not None:
             bot_member = guild.member(self.world.bot.id) or FakeMember(self.world.bot)
@@ -641,6 +652,12 @@ class RestApi:
         if guild is None:
             return error(404, 10004, "Unknown Guild")
         return json_response([c.payload(guild.id) for c in guild.channels])
+
+    async def get_guild_roles(self, call: Call, params: dict[str, str]) -> web.Response:
+        guild = self.world.guild(int(params["guild"]))
+        if guild is None:
+            return error(404, 10004, "Unknown Guild")
+        return json_response([r.payload() for r in guild.roles])
 
     async def get_member(self, call: Call, params: dict[str, str]) -> web.Response:
         guild = self.world.guild(int(params["guild"]))

@@ -193,3 +193,27 @@ def wait_job(client: FlaskClient, job_id: str, timeout_s: float = 60) -> dict[st
             return data
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} did not end in {timeout_s} s")
+
+
+@pytest.fixture
+def discord() -> Iterator[Any]:
+    """A fake Discord on its own loop thread, whose OAuth2 routes galleries sign in with."""
+    from tests.web.discord_signin import running_discord
+
+    with running_discord() as running:
+        yield running
+
+
+@pytest.fixture
+def make_signin_site(make_site: Callable[..., Site], discord: Any) -> Callable[..., Site]:
+    """Return a factory of galleries that sign in with the fake Discord (`web` adds keys)."""
+    from tests.web.discord_signin import SECRET_ENV
+
+    def make(
+        web: dict[str, Any] | None = None, env: dict[str, str] | None = None, **sections: Any
+    ) -> Site:
+        return make_site(
+            env={**SECRET_ENV, **(env or {})}, web=discord.web_section(**(web or {})), **sections
+        )
+
+    return make

@@ -283,7 +283,8 @@ def test_the_form_offers_the_models_and_the_job_runs_on_the_one_picked(
     )
     client = site.client()
     html = client.get("/generate").get_data(as_text=True)
-    assert '<option value="a" >a (default)</option>' in html
+    assert '<option value="">Default (a)</option>' in html
+    assert '<option value="a" >a</option>' in html
     assert '<option value="b" >Tiny B</option>' in html
     response = client.post(
         "/generate", data={"prompt": "a fox", "model": "b", **form_tokens(client)}

@@ -33,18 +33,18 @@ def install(flags: Path, hang_s: float) -> None:
     original_run = pipeline_module.Pipeline.run
     original_load = pipeline_module.Pipeline.load
 
-    def run(self: Any, batch: Any, on_step: Any, should_stop: Any) -> Any:
+    def run(self: Any, batch: Any, on_step: Any, should_stop: Any, *args: Any, **kw: Any) -> Any:
         prompts = " ".join(item.prompt for item in batch.items)
         current["prompts"] = prompts
         if HANG not in prompts:
-            return original_run(self, batch, on_step, should_stop)
+            return original_run(self, batch, on_step, should_stop, *args, **kw)
 
         def hanging_step(step: int, total: int, preview: Any) -> None:
             if step == 1:
                 time.sleep(hang_s)
             on_step(step, total, preview)
 
-        return original_run(self, batch, hanging_step, should_stop)
+        return original_run(self, batch, hanging_step, should_stop, *args, **kw)
 
     def load(self: Any) -> Any:
         facts = original_load(self)

@@ -38,7 +38,7 @@ lint: $(STAMP)
 	apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
 
 pytest: $(STAMP) /usr/bin/chromium /usr/bin/redis-server
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 test: lint pytest
 

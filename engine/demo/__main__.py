@@ -80,7 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
-    from engine.demo.evaluate import evaluate, load_pipeline, model_defaults, seconds_per_image
+    from engine.demo.evaluate import (
+        evaluate,
+        load_pipeline,
+        model_defaults,
+        seconds_per_image,
+        seed_spread,
+        text_probe,
+    )
 
     torch.set_num_threads(args.threads)
 
@@ -93,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate(pipe, args.n, args.seed, args.sheet, guidance, steps)
     result["steps"], result["guidance"] = steps, guidance
     result["seconds_per_image"] = seconds_per_image(pipe, steps, guidance)
+    result["seed_spread"] = seed_spread(pipe, steps=steps, guidance=guidance)
+    result["text_probe"] = text_probe(pipe)
     print(json.dumps(result, indent=1))
     return 0
 

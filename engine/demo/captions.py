@@ -1,8 +1,9 @@
 """The demo model's caption grammar: what it was trained on, and so what it understands.
 
 `a [small|large] <colour> <shape> [at the left|at the right|at the top|at the bottom|in the
-center] on a <colour> background`. A caption without a size draws a medium shape; one without a
-position draws it in the center.
+center] on a <colour> background`. Where a caption leaves the size or the position open, the
+training scenes draw any of the three sizes and any of the five places, so the model learns that
+an open caption means "any", and different seeds draw different pictures.
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ def sample_caption(rng: random.Random, *, held_out: bool = False, full: bool = F
     """Draw a random caption from seen pairs (or only held-out pairs when `held_out`).
 
     Size and position are each named in about two thirds of captions; `full` names both always.
+    An unnamed size is any of small, medium, large and an unnamed position any of the five places
+    (the scene is drawn that way; the caption's text does not say it).
     """
     while True:
         colour, shape = rng.choice(list(COLOURS)), rng.choice(SHAPES)
@@ -94,8 +97,8 @@ def sample_caption(rng: random.Random, *, held_out: bool = False, full: bool = F
     background = rng.choice([c for c in COLOURS if c != colour])
     says_size = full or rng.random() < 2 / 3
     says_position = full or rng.random() < 2 / 3
-    size = rng.choice(("small", "large")) if says_size else "medium"
-    position = rng.choice(POSITIONS) if says_position else "center"
+    size = rng.choice(("small", "large")) if says_size else rng.choice(SIZES)
+    position = rng.choice(POSITIONS)
     return Caption(colour, shape, background, size, position, says_size, says_position)
 
 

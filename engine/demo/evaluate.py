@@ -6,17 +6,19 @@ from training, held-out captions only the pairs kept out of it.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from engine.demo.captions import Caption, sample_caption
+from engine.demo.captions import Caption, parse_caption, sample_caption
 from engine.demo.classify import Reading, read_image
 
 ATTRIBUTES = ("colour", "background", "shape", "position", "size")
@@ -27,6 +29,9 @@ GUIDANCE = 6.0
 # and the engine name it.
 SCHEDULER = "DPM++ 2M"
 BATCH = 16
+# A caption that leaves size and position open, and the seeds a new user would try (🔄, count 4).
+OPEN_CAPTION = "a red circle on a blue background"
+SPREAD_SEEDS = 16
 DEFAULTS_FILE = "imagine.json"  # what the engine reads as the model's defaults
 
 
@@ -111,6 +116,99 @@ def accuracies(captions: list[Caption], readings: list[Reading]) -> dict[str, fl
     return result
 
 
+def shapes_drawn(captions: list[Caption], readings: list[Reading]) -> dict[str, dict[str, int]]:
+    """Per colour–shape pair asked for, the shapes read back (where a held-out pair goes wrong)."""
+    drawn: dict[str, Counter[str]] = {}
+    for caption, reading in zip(captions, readings, strict=True):
+        drawn.setdefault(f"{caption.colour} {caption.shape}", Counter())[str(reading.shape)] += 1
+    return {pair: dict(counts.most_common()) for pair, counts in sorted(drawn.items())}
+
+
+def text_probe(pipe: Any, n: int = 1500, seed: int = 0) -> dict[str, float]:
+    """Can the shape be read from the text encoder's states whatever the colour?
+
+    A linear (ridge) probe per token position, fitted on seen-pair captions (all attributes
+    named) and tested on held-out pairs: the share of held-out captions whose shape it reads
+    right at the shape word, at the end-of-text token and over the padding after it (what most
+    of the UNet's cross-attention reads). Chance is 25 %.
+    """
+    import torch
+
+    from engine.demo.captions import SHAPES
+
+    rng = random.Random(seed)
+    tokenizer, encoder = pipe.tokenizer, pipe.text_encoder
+
+    def states(held_out: bool, count: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        captions = [sample_caption(rng, held_out=held_out, full=True) for _ in range(count)]
+        ids = tokenizer(
+            [c.text for c in captions],
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        with torch.no_grad():
+            hidden = encoder(ids.to(encoder.device))[0].float().cpu().numpy()
+        # "a <size> <colour> <shape> …": the shape word is token 4 (after the start token).
+        return (
+            hidden,
+            np.array([SHAPES.index(c.shape) for c in captions]),
+            [len(c.text.split()) for c in captions],
+        )
+
+    seen, seen_shape, _ = states(False, n)
+    held, held_shape, lengths = states(True, max(100, n // 4))
+
+    def probe(position: int | slice) -> float:
+        x, x_held = seen[:, position].reshape(n, -1), held[:, position].reshape(len(held), -1)
+        mean = x.mean(axis=0)
+        x, x_held = x - mean, x_held - mean
+        weights = np.linalg.solve(
+            x.T @ x + np.eye(x.shape[1]), x.T @ np.eye(len(SHAPES))[seen_shape]
+        )
+        return round(float(((x_held @ weights).argmax(axis=1) == held_shape).mean()), 4)
+
+    end = max(lengths) + 1  # the end-of-text token of the longest caption; padding after it
+    return {
+        "shape_word": probe(4),
+        "end_of_text": probe(end),
+        "padding": round(statistics.mean(probe(i) for i in range(end + 1, seen.shape[1])), 4),
+    }
+
+
+def seed_spread(
+    pipe: Any,
+    caption: str = OPEN_CAPTION,
+    seeds: int = SPREAD_SEEDS,
+    steps: int = STEPS,
+    guidance: float = GUIDANCE,
+) -> dict[str, Any]:
+    """How much the seed changes one caption's picture: seeds 0..`seeds`-1, read back.
+
+    Returns the sizes and places read (with counts), how many images read the caption's colour
+    and shape, and the mean absolute difference per pixel (of 255) between consecutive seeds.
+    """
+    images = generate(pipe, [caption] * seeds, 0, steps, guidance)
+    readings = [read_image(image) for image in images]
+    asked = parse_caption(caption)
+    follows = sum(
+        asked is not None and (r.colour, r.shape) == (asked.colour, asked.shape) for r in readings
+    )
+    differences = [
+        float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+        for a, b in itertools.pairwise(images)
+    ]
+    return {
+        "caption": caption,
+        "seeds": seeds,
+        "sizes": dict(Counter(str(r.size) for r in readings).most_common()),
+        "positions": dict(Counter(str(r.position) for r in readings).most_common()),
+        "colour_and_shape": round(follows / seeds, 4),
+        "mean_abs_difference": round(statistics.mean(differences), 2),
+    }
+
+
 def seconds_per_image(pipe: Any, steps: int = STEPS, guidance: float = GUIDANCE) -> float:
     """Median wall time of one 20-step image (batch of one, guidance on), after a warm-up."""
     import torch
@@ -190,6 +288,7 @@ def evaluate(
         "scheduler": type(pipe.scheduler).__name__,
         "seen": accuracies(captions[:n], readings[:n]),
         "held_out": accuracies(captions[n:], readings[n:]),
+        "held_out_shapes": shapes_drawn(captions[n:], readings[n:]),
     }
     if sheet is not None:
         picks = list(range(0, min(n, 24))) + list(range(n, n + min(n, 8)))

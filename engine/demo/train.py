@@ -57,6 +57,11 @@ class Recipe:
     snr_gamma: float = 5.0
     t_power: float = 0.75
     ema_decay: float = 0.995
+    # The text encoder's learning rate as a share of `lr`; 0 keeps it at its random start, as
+    # SD keeps CLIP frozen (trained jointly, it binds colour to shape and held-out pairs fail).
+    text_lr_scale: float = 0.0
+    # A VAE folder to reuse instead of training one (e.g. engine/demo/model/vae); "" trains it.
+    vae_from: str = ""
     threads: int = 2
     device: str = "cpu"
 
@@ -234,8 +239,13 @@ def train_denoiser(
     text_encoder = build_text_encoder(recipe.shape, tokenizer).to(device)
     unet = build_unet(recipe.shape).to(device)
     ema_text, ema_unet = copy.deepcopy(text_encoder), copy.deepcopy(unet)
-    params = [*text_encoder.parameters(), *unet.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.01)
+    train_text = recipe.text_lr_scale > 0
+    text_encoder.requires_grad_(train_text)
+    params = [*unet.parameters(), *(text_encoder.parameters() if train_text else [])]
+    groups = [{"params": list(unet.parameters()), "scale": 1.0}]
+    if train_text:
+        groups.append({"params": list(text_encoder.parameters()), "scale": recipe.text_lr_scale})
+    optimizer = torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=0.01)
     scheduler = build_scheduler()
     alphas = scheduler.alphas_cumprod.to(device)
     generator = torch.Generator(device).manual_seed(recipe.seed + 3)
@@ -250,7 +260,8 @@ def train_denoiser(
     bar = tqdm(range(recipe.steps), desc="unet", disable=not progress)
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = recipe.lr * lr_factor(step, recipe.steps, recipe.warmup_steps)
+            factor = lr_factor(step, recipe.steps, recipe.warmup_steps)
+            group["lr"] = recipe.lr * group["scale"] * factor
         index = [rng.randrange(len(texts)) for _ in range(recipe.batch)]
         # Row 0 of `tokens` is the empty caption: the unconditional input for guidance.
         rows = [0 if rng.random() < recipe.cfg_dropout else i + 1 for i in index]
@@ -262,7 +273,9 @@ def train_denoiser(
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
         target = a.sqrt() * noise - (1 - a).sqrt() * x0
-        prediction = unet(noisy, t, text_encoder(ids)[0]).sample
+        with torch.set_grad_enabled(train_text):
+            states = text_encoder(ids)[0]
+        prediction = unet(noisy, t, states).sample
         snr = alphas[t] / (1 - alphas[t])
         weighting = phase_weighting(recipe.weighting, step, recipe.steps)
         weights = loss_weights(snr, weighting, recipe.snr_gamma)
@@ -272,7 +285,8 @@ def train_denoiser(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         decay = min(recipe.ema_decay, (1 + step) / (10 + step))
-        ema_update(ema_text, text_encoder, decay)
+        if train_text:
+            ema_update(ema_text, text_encoder, decay)
         ema_update(ema_unet, unet, decay)
         losses.append(loss.item())
         bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
@@ -309,7 +323,13 @@ def train(recipe: Recipe, out: Path, progress: bool = True) -> dict[str, Any]:
     torch.set_num_threads(recipe.threads)
     started = time.monotonic()
     tokenizer = build_tokenizer(out / "_vocab")
-    vae, vae_losses = train_vae(recipe, progress)
+    vae_losses: list[float] = []
+    if recipe.vae_from:
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(recipe.vae_from).to(recipe.device).eval()
+    else:
+        vae, vae_losses = train_vae(recipe, progress)
     vae_s = time.monotonic() - started
     texts, bank = encode_bank(vae, recipe)
     text_encoder, unet, losses = train_denoiser(recipe, tokenizer, texts, bank, progress)

@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds_per_image,
         seed_spread,
         text_probe,
+        vae_round_trip,
     )
 
     torch.set_num_threads(args.threads)
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     result["seconds_per_image"] = seconds_per_image(pipe, steps, guidance)
     result["seed_spread"] = seed_spread(pipe, steps=steps, guidance=guidance)
     result["text_probe"] = text_probe(pipe)
+    result["vae_round_trip"] = vae_round_trip(pipe)
     print(json.dumps(result, indent=1))
     return 0
 

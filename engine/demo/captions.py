@@ -83,8 +83,11 @@ def caption_words() -> list[str]:
     return list(dict.fromkeys(words))
 
 
-def sample_caption(rng: random.Random, *, held_out: bool = False, full: bool = False) -> Caption:
-    """Draw a random caption from seen pairs (or only held-out pairs when `held_out`).
+def sample_caption(
+    rng: random.Random, *, held_out: bool = False, full: bool = False, any_pair: bool = False
+) -> Caption:
+    """Draw a random caption from seen pairs (only held-out pairs when `held_out`; any pair when
+    `any_pair`, for the autoencoder, which reads no captions).
 
     Size and position are each named in about two thirds of captions; `full` names both always.
     An unnamed size is any of small, medium, large and an unnamed position any of the five places
@@ -92,7 +95,7 @@ def sample_caption(rng: random.Random, *, held_out: bool = False, full: bool = F
     """
     while True:
         colour, shape = rng.choice(list(COLOURS)), rng.choice(SHAPES)
-        if ((colour, shape) in HELD_OUT_PAIRS) == held_out:
+        if any_pair or ((colour, shape) in HELD_OUT_PAIRS) == held_out:
             break
     background = rng.choice([c for c in COLOURS if c != colour])
     says_size = full or rng.random() < 2 / 3

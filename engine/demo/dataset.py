@@ -75,9 +75,12 @@ def draw(caption: Caption, size_px: int, rng: random.Random | None = None) -> Im
     return image.resize((size_px, size_px), Image.Resampling.BOX)
 
 
-def draw_batch(rng: random.Random, count: int, size_px: int) -> tuple[list[str], np.ndarray]:
-    """Sample `count` seen captions and draw them: texts and float32 NCHW pixels in [-1, 1]."""
-    captions = [sample_caption(rng) for _ in range(count)]
+def draw_batch(
+    rng: random.Random, count: int, size_px: int, any_pair: bool = False
+) -> tuple[list[str], np.ndarray]:
+    """Sample `count` seen captions (any pair: `any_pair`) and draw them: texts and float32 NCHW
+    pixels in [-1, 1]."""
+    captions = [sample_caption(rng, any_pair=any_pair) for _ in range(count)]
     pixels = np.stack([np.asarray(draw(c, size_px, rng)) for c in captions])
     array = pixels.astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0
     return [c.text for c in captions], array

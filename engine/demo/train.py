@@ -47,6 +47,10 @@ class Recipe:
     vae_shape_weight: float = 0.9
     vae_latent_noise: float = 0.15
     vae_thumbnail_weight: float = 1.0
+    # Which scenes the autoencoder learns from: "all" 24 colour–shape pairs (it reads no captions,
+    # as SD's VAE learnt from images alone; the UNet's scenes and captions stay seen-only), or
+    # "seen" pairs only, which redrew 19 % of held-out shapes as another shape.
+    vae_pairs: str = "all"
     bank_size: int = 24576
     steps: int = 4000
     batch: int = 64
@@ -64,6 +68,10 @@ class Recipe:
     vae_from: str = ""
     threads: int = 2
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.vae_pairs not in ("seen", "all"):
+            raise ValueError(f"vae_pairs: expected 'seen' or 'all', got {self.vae_pairs!r}")
 
     def scaled(self, minutes: float) -> Recipe:
         """The same recipe with step counts scaled to a time budget (defaults: 26 min, 2 cores)."""
@@ -163,7 +171,9 @@ def train_vae(recipe: Recipe, progress: bool = True) -> tuple[Any, list[float]]:
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = recipe.vae_lr * lr_factor(step, recipe.vae_steps, 30)
-        _, pixels = draw_batch(rng, recipe.vae_batch, recipe.shape.image_px)
+        _, pixels = draw_batch(
+            rng, recipe.vae_batch, recipe.shape.image_px, any_pair=recipe.vae_pairs == "all"
+        )
         x = torch.from_numpy(pixels).to(recipe.device)
         z = vae.encode(x).latent_dist.mean
         if recipe.vae_latent_noise:

@@ -20,16 +20,19 @@ GRAMMAR = re.compile(
     r" on a (red|green|blue|yellow|white|black) background"
 )
 # Set from what the shipped model measured with `python -m engine.demo eval --n 200` (seen:
-# colour 0.99, background 0.995, shape 0.985, position 0.99; held out: colour 0.99, background
-# 0.995, shape 0.805, position 0.99), lowered by about 2.5 binomial standard deviations for this
-# test's n = 100 (the previous models' held-out shape floors: 0.31, then 0.62).
+# colour 0.995, background 1.0, shape 0.98, position 0.995; held out: colour 0.97, background
+# 0.985, shape 0.955, position 0.975), lowered by about 2.5 binomial standard deviations for this
+# test's n = 100 (the previous models' held-out shape floors: 0.31, 0.62, then 0.70).
 # Never lower them to let a change pass.
-SEEN_MIN = {"colour": 0.95, "background": 0.95, "shape": 0.95, "position": 0.95}
-HELD_OUT_MIN = {"colour": 0.95, "background": 0.95, "shape": 0.70, "position": 0.95}
+SEEN_MIN = {"colour": 0.95, "background": 0.95, "shape": 0.94, "position": 0.95}
+HELD_OUT_MIN = {"colour": 0.93, "background": 0.95, "shape": 0.90, "position": 0.93}
 EVAL_N = 100
+# `vae_round_trip` on the shipped VAE measured 0.96 (n = 300); the previous, seen-pairs-only VAE
+# measured 0.81.
+VAE_HELD_OUT_MIN = 0.90
 # From `seed_spread` on the shipped model (seeds 0–15 of `a red circle on a blue background`:
-# 3 sizes, 5 places, all red circles, 22.8 of 255 apart). The previous model drew 1 size and 1
-# place, 1.0–1.6 of 255 apart.
+# 3 sizes, 5 places, all red circles, 21.5 of 255 apart). The model before last drew 1 size and
+# 1 place, 1.0–1.6 of 255 apart.
 SPREAD_MIN = {"positions": 3, "sizes": 2, "colour_and_shape": 0.85, "mean_abs_difference": 8.0}
 
 
@@ -80,6 +83,19 @@ def test_training_captions_never_use_held_out_pairs():
     pairs = {(c.colour, c.shape) for c in (sample_caption(rng) for _ in range(2000))}
     assert pairs.isdisjoint(HELD_OUT_PAIRS)
     assert len(pairs) == 24 - len(HELD_OUT_PAIRS)
+
+
+def test_only_the_autoencoder_may_see_held_out_pairs():
+    # The VAE reads no captions; with any_pair it learns every colour on every shape. What the
+    # UNet learns from (its latent bank's scenes and their captions) stays seen pairs only.
+    from engine.demo.dataset import draw_batch
+
+    texts, _ = draw_batch(random.Random(8), 400, 16, any_pair=True)
+    pairs = {(c.colour, c.shape) for c in map(parse_caption, texts) if c is not None}
+    assert pairs >= HELD_OUT_PAIRS and len(pairs) == 24
+    texts, _ = draw_batch(random.Random(8), 400, 16)
+    pairs = {(c.colour, c.shape) for c in map(parse_caption, texts) if c is not None}
+    assert pairs.isdisjoint(HELD_OUT_PAIRS)
 
 
 def test_shape_and_background_colours_always_differ():
@@ -135,6 +151,17 @@ def test_the_shipped_text_encoder_keeps_the_shape_readable_for_held_out_pairs(sh
 
     probe = text_probe(shipped_pipeline, n=600)
     assert min(probe.values()) >= 0.95, probe
+
+
+def test_the_shipped_autoencoder_redraws_held_out_shapes(shipped_pipeline, one_thread):
+    # No UNet draws a shape better than its VAE redraws it. Trained on seen pairs only, the
+    # previous VAE redrew 81 % of held-out scenes' shapes (the three UNet seeds on it: 79.5–82 %);
+    # trained on scenes of all pairs (it reads no captions), this one redraws VAE_HELD_OUT_MIN+.
+    from engine.demo.evaluate import vae_round_trip
+
+    trip = vae_round_trip(shipped_pipeline, n=100)
+    assert trip["seen"]["shape"] >= 0.95 and trip["seen"]["colour"] >= 0.98, trip
+    assert trip["held_out"]["shape"] >= VAE_HELD_OUT_MIN and trip["held_out"]["colour"] >= 0.98
 
 
 def test_the_recipe_keeps_the_text_encoder_at_its_random_start(tmp_path):
@@ -233,6 +260,10 @@ def test_recipe_settings_override_fields_and_refuse_unknown_names():
     for bad in ("nonsense=1", "steps", "steps=many", "shape=1", "unet_channels=8,x"):
         with pytest.raises(ValueError, match=re.escape(repr(bad))):
             Recipe().with_settings([bad])
+    assert Recipe().vae_pairs == "all"
+    assert Recipe().with_settings(["vae_pairs=seen"]).vae_pairs == "seen"
+    with pytest.raises(ValueError, match="vae_pairs: expected 'seen' or 'all'"):
+        Recipe().with_settings(["vae_pairs=some"])
 
 
 def test_train_command_reports_a_bad_setting_without_training(tmp_path, capsys):

@@ -22,7 +22,8 @@ from engine.demo.inpaint import INPAINT_DIR, SHARED, random_mask, shape_box, twi
 # lowered by about 2.5 binomial standard deviations for this test's n = 24 (and 1.5 levels of
 # 255 for the kept area's change). Never lower them to let a change pass.
 SEEN_MIN = {"colour": 0.9, "background": 0.95, "shape": 0.85, "position": 0.9}
-HELD_OUT_MIN = {"colour": 0.9, "background": 0.95, "shape": 0.5, "position": 0.9}
+# (held-out shape measured 0.935; the twin before, on the seen-pairs-only VAE: 0.715)
+HELD_OUT_MIN = {"colour": 0.9, "background": 0.95, "shape": 0.8, "position": 0.9}
 ZOOM_BACKGROUND_MIN = 0.9
 KEPT_MAD_PASTED_MAX = 1.5  # of 255, on the kept pixels after the engine puts them back
 EVAL_N = 24
@@ -42,17 +43,13 @@ def test_the_twin_is_sd2_inpainting_shaped_and_links_the_shared_parts() -> None:
     assert index["_class_name"] == "StableDiffusionInpaintPipeline"
     unet = json.loads((INPAINT_DIR / "unet" / "config.json").read_text())
     assert unet["in_channels"] == 9 and unet["out_channels"] == 4
-    # The shipped twin was trained against the previous demo model's text encoder, so it keeps
-    # that encoder as its own folder (1.9 MB) until it is retrained on the frozen one; a freshly
-    # trained twin (save_twin) links all of SHARED.
-    assert "text_encoder" in SHARED and not (INPAINT_DIR / "text_encoder").is_symlink()
-    for name in ("vae", "tokenizer"):
+    for name in SHARED:
         link = INPAINT_DIR / name
         assert link.is_symlink() and os.readlink(link) == f"../{MODEL_DIR.name}/{name}"
         assert link.resolve() == (MODEL_DIR / name).resolve()
     files = [p for p in INPAINT_DIR.rglob("*") if p.is_file()]
     assert not [p for p in files if p.suffix in (".bin", ".ckpt", ".pt", ".pth")]
-    assert twin_bytes() <= 14 * 2**20  # its UNet and text encoder: the rest is the txt2img model's
+    assert twin_bytes() <= 13 * 2**20  # its UNet: the rest is the txt2img model's
     defaults = json.loads((INPAINT_DIR / "imagine.json").read_text())["defaults"]
     assert defaults["steps"] == 20 and defaults["guidance"] == 6.0
 

@@ -23,7 +23,9 @@ from engine.demo.classify import Reading, read_image
 
 ATTRIBUTES = ("colour", "background", "shape", "position", "size")
 MODEL_DIR = Path(__file__).parent / "model"
-STEPS = 20
+# 12 DPM++ 2M steps: as accurate as 20 on held-out pairs (96 vs 95.5 % shape, seen 98-100 %)
+# at 0.6 of the time; 10 steps drew 11.5 % of held-out shapes wrong.
+STEPS = 12
 GUIDANCE = 6.0
 # The folder's own scheduler (DPMSolverMultistepScheduler, dpmsolver++, order 2), as A1111
 # and the engine name it.
@@ -237,7 +239,7 @@ def seed_spread(
 
 
 def seconds_per_image(pipe: Any, steps: int = STEPS, guidance: float = GUIDANCE) -> float:
-    """Median wall time of one 20-step image (batch of one, guidance on), after a warm-up."""
+    """Median wall time of one image (batch of one, guidance on), after a warm-up."""
     import torch
 
     timings = []

@@ -166,7 +166,7 @@ def train_inpaint(
     from tqdm import tqdm
 
     from engine.demo.model import build_scheduler
-    from engine.demo.train import ema_update, every, lr_factor
+    from engine.demo.train import ema_update, every, fused_optimizer, lr_factor
 
     torch.set_num_threads(recipe.threads)
     torch.manual_seed(recipe.seed)
@@ -179,7 +179,9 @@ def train_inpaint(
         part.requires_grad_(False)
     unet = nine_channel_unet(source.unet.float()).train()
     ema = copy.deepcopy(unet)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=recipe.lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(
+        unet.parameters(), lr=recipe.lr, weight_decay=0.01, fused=fused_optimizer(recipe.device)
+    )
     alphas = build_scheduler().alphas_cumprod
     scaling = vae.config.scaling_factor
     rng = random.Random(recipe.seed + 10)

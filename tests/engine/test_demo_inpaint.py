@@ -15,7 +15,7 @@ import pytest
 
 from engine.demo import sample_caption
 from engine.demo.dataset import draw
-from engine.demo.evaluate import MODEL_DIR
+from engine.demo.evaluate import GUIDANCE, MODEL_DIR, STEPS
 from engine.demo.inpaint import INPAINT_DIR, SHARED, random_mask, shape_box, twin_bytes
 
 # From `python -m engine.demo eval --kind inpaint --n 200` on the shipped twin (see README),
@@ -51,7 +51,7 @@ def test_the_twin_is_sd2_inpainting_shaped_and_links_the_shared_parts() -> None:
     assert not [p for p in files if p.suffix in (".bin", ".ckpt", ".pt", ".pth")]
     assert twin_bytes() <= 13 * 2**20  # its UNet: the rest is the txt2img model's
     defaults = json.loads((INPAINT_DIR / "imagine.json").read_text())["defaults"]
-    assert defaults["steps"] == 20 and defaults["guidance"] == 6.0
+    assert (defaults["steps"], defaults["guidance"]) == (STEPS, GUIDANCE)
 
 
 def test_the_offline_default_registers_both_demo_models(tmp_path: Path) -> None:

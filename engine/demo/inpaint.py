@@ -180,7 +180,7 @@ def train_inpaint(
     unet = nine_channel_unet(source.unet.float()).train()
     ema = copy.deepcopy(unet)
     optimizer = torch.optim.AdamW(
-        unet.parameters(), lr=recipe.lr, weight_decay=0.01, fused=fused_optimizer(recipe.device)
+        unet.parameters(), lr=recipe.lr, weight_decay=0.01, fused=fused_optimizer("cpu")
     )
     alphas = build_scheduler().alphas_cumprod
     scaling = vae.config.scaling_factor

@@ -1,8 +1,9 @@
 """`python -m bench [NAME ...]`: run benchmarks, write bench/results/*.json and RESULTS.md.
 
 With no names it runs the CPU set `make bench` promises: overhead, batching (tiny model),
-discord_latency, gallery, workers, remote (Redis + Celery boxes) and fullsize_step (the full
-SD 2.1 architecture; ~10 minutes of the total). `--quick` leaves fullsize_step out.
+discord_latency, gallery, workers, remote (Redis + Celery boxes), demo (the offline demo
+model's image and training-step times) and fullsize_step (the full SD 2.1 architecture;
+~10 minutes of the total). `--quick` leaves fullsize_step out.
 `batching-fullsize` adds the full-size batching case (another ~10 minutes).
 `gpu-record FILE` appends a gpu.json from a GPU run to RESULTS.md.
 """
@@ -69,6 +70,12 @@ def _loras() -> Any:
     return loras.run()
 
 
+def _demo() -> Any:
+    from bench import demo
+
+    return demo.run()
+
+
 def _fullsize_step() -> Any:
     from bench import fullsize_step
 
@@ -85,9 +92,11 @@ BENCHMARKS: dict[str, Callable[[], Any]] = {
     "workers": _workers,
     "remote": _remote,
     "loras": _loras,
+    "demo": _demo,
 }
 DEFAULT = (
-    "overhead", "batching", "discord_latency", "gallery", "workers", "remote", "fullsize_step",
+    "overhead", "batching", "discord_latency", "gallery", "workers", "remote", "demo",
+    "fullsize_step",
 )  # fmt: skip
 
 

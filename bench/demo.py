@@ -2,25 +2,25 @@
 
 Images go through the engine's own `Pipeline.run` (the call a worker makes for `/imagine`) on the
 shipped `engine/demo/model` at 32 px, guidance 6, DPM++ 2M, one thread: at its default 12 steps,
-at the 20 it used before, and — where git has it — the model shipped at `PREVIOUS` (the folder
-before issue 20's retraining) at its 20. Cases alternate image by image, order flipping, so the
-machine's load hits all alike; wall and process CPU time per image. One more case is the bare
-diffusers call `eval`'s `seconds_per_image` times (no PIL image, no engine), to tell the engine's
-share from the machine's speed of the moment.
+at the 20 it used before, and on the same folder with the smaller UNet tried for issue 20
+(`SMALLER` channels instead of 64, 96, 128; random weights, which cost the same time as trained
+ones) at 12. Cases alternate image by image, order flipping, so the machine's load hits all alike;
+wall and process CPU time per image. One more case is the bare diffusers call `eval`'s
+`seconds_per_image` times (no PIL image, no engine), to tell the engine's share from the
+machine's speed of the moment.
 
-Training steps use the recipe's own parts at its shapes and 2 threads (as `train` runs):
-the UNet step (batch 64: forward, backward, clipped AdamW step) and the VAE step (batch 16 of
-drawn scenes, Adam step), each with Adam's default foreach update against the fused one
-`train` now uses, interleaved.
+Training steps use the recipe's own parts at 2 threads (as `train` runs, fused Adam): the UNet
+step (batch 64: forward, backward, clipped AdamW step) at the shipped channels and at `SMALLER`,
+interleaved, and the VAE step (batch 16 of drawn scenes, Adam step).
 """
 
 from __future__ import annotations
 
 import random
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,23 +28,21 @@ from bench import report
 
 IMAGE_REPS = 12
 TRAIN_REPS = 10
-PREVIOUS = "4db3e99"  # the last commit before issue 20's second retraining
-REPO = Path(__file__).resolve().parent.parent
+SMALLER = (32, 64, 96)  # the UNet channels tried for issue 20 (not shipped: see README)
 
 
-def _previous_model(scratch: Path) -> Path | None:
-    """Check the demo model as shipped at PREVIOUS out into `scratch`; None without git."""
-    try:
-        archive = subprocess.run(
-            ["git", "-C", str(REPO), "archive", PREVIOUS, "engine/demo/model"],
-            check=True, capture_output=True, timeout=60,
-        )  # fmt: skip
-        subprocess.run(
-            ["tar", "-x", "-C", str(scratch)], input=archive.stdout, check=True, timeout=60
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return scratch / "engine" / "demo" / "model"
+def _smaller_model(scratch: Path) -> Path:
+    """The shipped folder with a random UNet of `SMALLER` channels in place of its own."""
+    from engine.demo.evaluate import MODEL_DIR
+    from engine.demo.model import Shape, build_unet
+
+    folder = scratch / "smaller"
+    folder.mkdir()
+    for part in MODEL_DIR.iterdir():
+        if part.name != "unet":
+            (folder / part.name).symlink_to(part.resolve())
+    build_unet(replace(Shape(), unet_channels=SMALLER)).save_pretrained(str(folder / "unet"))
+    return folder
 
 
 def images(scratch: Path) -> dict[str, Any]:
@@ -70,9 +68,11 @@ def images(scratch: Path) -> dict[str, Any]:
         f"shipped, {steps} steps (its default)": (shipped, steps),
         "shipped, 20 steps (the default before)": (shipped, 20),
     }
-    previous = _previous_model(scratch)
-    if previous is not None and previous.is_dir():
-        cases[f"model at {PREVIOUS}, 20 steps (its default)"] = (pipeline(previous), 20)
+    smaller = ", ".join(str(c) for c in SMALLER)
+    cases[f"UNet {smaller} (tried, not shipped), {steps} steps"] = (
+        pipeline(_smaller_model(scratch)),
+        steps,
+    )
 
     def image(pipe: Pipeline, count: int, seed: int) -> Callable[[], Any]:
         batch = Batch(
@@ -142,9 +142,9 @@ def training_steps() -> dict[str, Any]:
         _, pixels = draw_batch(rng, 16, shape.image_px, any_pair=True)
         scenes = torch.from_numpy(pixels)
 
-        def unet_step(fused: bool) -> Callable[[], None]:
-            unet = build_unet(shape)
-            optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-3, fused=fused)
+        def unet_step(channels: tuple[int, ...]) -> Callable[[], None]:
+            unet = build_unet(replace(shape, unet_channels=channels))
+            optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-3, fused=True)
 
             def step() -> None:
                 loss = unet(latents, t, states).sample.pow(2).mean()
@@ -155,34 +155,29 @@ def training_steps() -> dict[str, Any]:
 
             return step
 
-        def vae_step(fused: bool) -> Callable[[], None]:
-            vae = build_vae(shape)
-            optimizer = torch.optim.Adam(vae.parameters(), lr=2e-3, fused=fused)
+        vae = build_vae(shape)
+        vae_optimizer = torch.optim.Adam(vae.parameters(), lr=2e-3, fused=True)
 
-            def step() -> None:
-                recon = vae.decode(vae.encode(scenes).latent_dist.mean).sample
-                loss = (recon - scenes).abs().mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+        def vae_step() -> None:
+            recon = vae.decode(vae.encode(scenes).latent_dist.mean).sample
+            loss = (recon - scenes).abs().mean()
+            vae_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            vae_optimizer.step()
 
-            return step
-
-        result: dict[str, Any] = {"threads": 2}
-        for part, make in (("unet_batch_64", unet_step), ("vae_batch_16", vae_step)):
-            steps = {"foreach": make(False), "fused": make(True)}
-            values: dict[str, list[float]] = {name: [] for name in steps}
-            for step in steps.values():
-                step()  # warm-up
-            for index in range(TRAIN_REPS):
-                for name in list(steps) if index % 2 else list(steps)[::-1]:
-                    started = time.perf_counter()
-                    steps[name]()
-                    values[name].append(time.perf_counter() - started)
-            result[part] = {name: report.summary(v) for name, v in values.items()}
-            result[part]["ratio"] = report.ratio(
-                result[part]["fused"]["median"], result[part]["foreach"]["median"]
-            )
+        steps = {"shipped": unet_step(shape.unet_channels), "smaller": unet_step(SMALLER)}
+        steps["vae"] = vae_step
+        values: dict[str, list[float]] = {name: [] for name in steps}
+        for step in steps.values():
+            step()  # warm-up
+        for index in range(TRAIN_REPS):
+            for name in list(steps) if index % 2 else list(steps)[::-1]:
+                started = time.perf_counter()
+                steps[name]()
+                values[name].append(time.perf_counter() - started)
+        result: dict[str, Any] = {"threads": 2, "channels": list(shape.unet_channels)}
+        result |= {name: report.summary(v) for name, v in values.items()}
+        result["ratio"] = report.ratio(result["smaller"]["median"], result["shipped"]["median"])
         return result
     finally:
         torch.set_num_threads(threads)
@@ -217,19 +212,18 @@ def lines(data: dict[str, Any]) -> list[str]:
             f"{ms(wall['max'])}) | {ms(cpu['median'])} |"
         )
     training = data["training"]
+    shipped = ", ".join(str(c) for c in training["channels"])
+    smaller = ", ".join(str(c) for c in SMALLER)
     out += [
         "",
-        f"Training steps at the recipe's shapes, {training['threads']} threads, "
-        f"{TRAIN_REPS} per side interleaved:",
+        f"Training steps, {training['threads']} threads, fused Adam, "
+        f"{TRAIN_REPS} per case interleaved:",
         "",
-        "| step | Adam foreach | Adam fused (`train` now) | fused ÷ foreach |",
+        f"| UNet batch 64, channels {shipped} (shipped) | UNet batch 64, channels {smaller} "
+        "| smaller ÷ shipped | VAE batch 16 |",
         "|---|---|---|---|",
+        f"| {ms(training['shipped']['median'])} | {ms(training['smaller']['median'])} | "
+        f"**{training['ratio']}** | {ms(training['vae']['median'])} |",
     ]
-    for part in ("unet_batch_64", "vae_batch_16"):
-        row = training[part]
-        out.append(
-            f"| {part.replace('_', ' ')} | {ms(row['foreach']['median'])} | "
-            f"{ms(row['fused']['median'])} | **{row['ratio']}** |"
-        )
     out += ["", "Raw values: `bench/results/demo.json`."]
     return out
